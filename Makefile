@@ -1,0 +1,41 @@
+# The two commands: `make run` starts pedipacs, `make test` runs every check. Both install first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install run test lint system-deps docs bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/pedipacs serve
+
+# DCMTK (storescu, findscu, ...) and dicom3tools (dciodvfy) are the tests' real DICOM peers.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/cog --check docs/configuration.md
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+docs: install
+	$(BIN)/cog -r docs/configuration.md
+
+bench: install system-deps
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

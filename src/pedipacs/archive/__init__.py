@@ -1,0 +1,1 @@
+"""Services for images: ingest, query, retrieve."""

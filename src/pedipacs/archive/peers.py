@@ -1,0 +1,77 @@
+"""PeerService: the registry of known remote Application Entities."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from pedipacs.db.engine import Database
+from pedipacs.db.tables import PeerRow
+from pedipacs.errors import InvalidInput, PeerExistsError, UnknownPeerError
+from pedipacs.model.origin import Origin
+from pedipacs.model.records import Peer
+from pedipacs.security.audit import AuditEventId, AuditRecord, record
+
+
+def _peer(row: PeerRow) -> Peer:
+    return Peer(
+        name=row.name,
+        ae_title=row.ae_title,
+        host=row.host,
+        port=row.port,
+        created_at=row.created_at,
+    )
+
+
+class PeerService:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def add(self, peer: Peer, origin: Origin) -> Peer:
+        ae_title = peer.ae_title.strip()
+        if not 0 < len(ae_title) <= 16 or "\\" in ae_title or not ae_title.isascii():
+            raise InvalidInput(f"AE title {peer.ae_title!r} must have 1 to 16 ASCII characters")
+        if not 0 < peer.port < 65536:
+            raise InvalidInput(f"port {peer.port} is out of range")
+        try:
+            with self._database.unit_of_work() as session:
+                row = PeerRow(name=peer.name, ae_title=ae_title, host=peer.host, port=peer.port)
+                session.add(row)
+                session.flush()
+                record(
+                    session,
+                    AuditRecord(
+                        AuditEventId.APPLICATION_ACTIVITY,
+                        "C",
+                        origin,
+                        detail=f"peer added: {peer.name} {ae_title}@{peer.host}:{peer.port}",
+                    ),
+                )
+                return _peer(row)
+        except IntegrityError as error:
+            raise PeerExistsError(
+                f"a peer named {peer.name!r} or titled {ae_title!r} exists"
+            ) from error
+
+    def remove(self, name: str, origin: Origin) -> None:
+        with self._database.unit_of_work() as session:
+            removed = session.execute(delete(PeerRow).where(PeerRow.name == name)).rowcount  # type: ignore[attr-defined]
+            if not removed:
+                raise UnknownPeerError(f"no peer named {name!r}")
+            record(
+                session,
+                AuditRecord(
+                    AuditEventId.APPLICATION_ACTIVITY, "D", origin, detail=f"peer removed: {name}"
+                ),
+            )
+
+    def list(self) -> list[Peer]:
+        with self._database.reading() as session:
+            return [_peer(row) for row in session.scalars(select(PeerRow).order_by(PeerRow.name))]
+
+    def by_ae_title(self, ae_title: str) -> Peer:
+        with self._database.reading() as session:
+            row = session.scalar(select(PeerRow).where(PeerRow.ae_title == ae_title.strip()))
+            if row is None:
+                raise UnknownPeerError(f"no peer with AE title {ae_title!r}")
+            return _peer(row)

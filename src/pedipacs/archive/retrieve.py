@@ -1,0 +1,85 @@
+"""RetrieveService: find the stored instances a retrieve names, and hand out their bytes."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from pedipacs.db.engine import Database
+from pedipacs.db.query_sql import compile_locations
+from pedipacs.errors import InvalidQueryError, StorageUnavailable
+from pedipacs.model.origin import Origin
+from pedipacs.model.query import Query
+from pedipacs.model.records import InstanceLocation
+from pedipacs.security.audit import AuditEventId, AuditRecord, record
+from pedipacs.storage.blob_store import BlobStore
+
+
+class RetrieveService:
+    def __init__(self, database: Database, blob_store: BlobStore) -> None:
+        self._database = database
+        self._blob_store = blob_store
+
+    def locate(self, query: Query, origin: Origin, *, purpose: str) -> list[InstanceLocation]:
+        """Every stored instance under the entities `query` names, audited as `purpose`."""
+        if not query.constraints:
+            raise InvalidQueryError("a retrieve must name at least one unique key")
+        try:
+            with self._database.reading() as session:
+                rows = session.execute(compile_locations(query)).all()
+        except OperationalError as error:
+            raise StorageUnavailable(f"the index database cannot be read: {error.orig}") from error
+        locations = [
+            InstanceLocation(
+                sop_instance_uid=row.sop_instance_uid,
+                sop_class_uid=row.sop_class_uid,
+                transfer_syntax_uid=row.transfer_syntax_uid,
+                blob_key=row.blob_key,
+                size=row.size,
+                patient_id=row.patient_id,
+                study_instance_uid=row.study_instance_uid,
+            )
+            for row in rows
+        ]
+        self._audit(locations, origin, purpose)
+        return locations
+
+    @contextmanager
+    def local_file(self, location: InstanceLocation) -> Iterator[Path]:
+        """A local file with the stored bytes, unchanged; a temporary copy for remote stores."""
+        path = self._blob_store.local_path(location.blob_key)
+        if path is not None:
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="pedipacs-retrieve-") as folder:
+            copy = Path(folder) / "instance.dcm"
+            with self._blob_store.open(location.blob_key) as source, copy.open("wb") as target:
+                shutil.copyfileobj(source, target, 1024 * 1024)
+            yield copy
+
+    def read_bytes(self, location: InstanceLocation) -> bytes:
+        with self._blob_store.open(location.blob_key) as handle:
+            return handle.read()
+
+    def _audit(self, locations: list[InstanceLocation], origin: Origin, purpose: str) -> None:
+        studies = sorted({(loc.patient_id, loc.study_instance_uid) for loc in locations})
+        with self._database.unit_of_work() as session:
+            entries: list[tuple[str | None, str | None]] = list(studies) or [(None, None)]
+            for patient_id, study_uid in entries:
+                count = sum(1 for loc in locations if loc.study_instance_uid == study_uid)
+                record(
+                    session,
+                    AuditRecord(
+                        event=AuditEventId.BEGIN_TRANSFERRING,
+                        action="R",
+                        origin=origin,
+                        patient_id=patient_id,
+                        study_instance_uid=study_uid,
+                        detail=f"{purpose}: {count} instance(s)",
+                    ),
+                )

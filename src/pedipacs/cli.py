@@ -1,0 +1,267 @@
+"""The command line: parses, builds Settings, calls the node and its services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pedipacs.config import DuplicatePolicy, Settings, load_settings
+
+app = typer.Typer(help="pedipacs: a PACS for children's hospitals.", no_args_is_help=True)
+peer_app = typer.Typer(help="Known remote DICOM Application Entities.", no_args_is_help=True)
+app.add_typer(peer_app, name="peer")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="PEDIPACS_CONFIG_FILE", help="TOML settings file."),
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data folder [env PEDIPACS_DATA_DIR].")
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Index database URL [env PEDIPACS_DATABASE_URL]."),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ValueError as error:
+        console.print(f"[red]invalid settings:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _node(settings: Settings) -> Any:
+    from pedipacs.node import Node
+
+    node = Node.from_settings(settings)
+    node.migrate()
+    return node
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env PEDIPACS_HOST].")] = None,
+    ae_title: Annotated[str | None, typer.Option(help="AE title [env PEDIPACS_AE_TITLE].")] = None,
+    dicom_port: Annotated[
+        int | None, typer.Option(help="DICOM port [env PEDIPACS_DICOM_PORT].")
+    ] = None,
+    dicom_workers: Annotated[
+        int | None, typer.Option(help="DIMSE worker processes, 0 = one per core.")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port [env PEDIPACS_HTTP_PORT].")
+    ] = None,
+    duplicate_policy: Annotated[
+        DuplicatePolicy | None, typer.Option(help="Same UID, other content.")
+    ] = None,
+    max_pdu_size: Annotated[int | None, typer.Option(help="Largest PDU accepted.")] = None,
+    max_object_size: Annotated[int | None, typer.Option(help="Largest object accepted.")] = None,
+    orphan_grace_seconds: Annotated[
+        float | None, typer.Option(help="Age before an unindexed blob is swept.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
+) -> None:
+    """Start pedipacs: DICOM and HTTP listeners on the embedded database by default.
+
+    Every option also comes from a PEDIPACS_<OPTION> environment variable or the TOML file;
+    see docs/configuration.md for all settings.
+    """
+    from pedipacs.serve import serve as run
+
+    run(
+        _settings(
+            config,
+            data_dir=data_dir,
+            database_url=database_url,
+            host=host,
+            ae_title=ae_title,
+            dicom_port=dicom_port,
+            dicom_workers=dicom_workers,
+            http_port=http_port,
+            duplicate_policy=duplicate_policy,
+            max_pdu_size=max_pdu_size,
+            max_object_size=max_object_size,
+            orphan_grace_seconds=orphan_grace_seconds,
+            log_level=log_level,
+        )
+    )
+
+
+@app.command()
+def migrate(
+    config: ConfigOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None
+) -> None:
+    """Create or upgrade the index database to the current schema."""
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    _node(settings).stop()
+    console.print("database is at the current schema")
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders, zip files or DICOMDIRs.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Import DICOM files through the same ingest path as C-STORE, with a progress bar."""
+    from pedipacs.archive.file_import import ImportService
+    from pedipacs.model.origin import Origin
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    node = _node(settings)
+    service = ImportService(node.ingest, max_object_size=settings.max_object_size)
+    items = service.collect(paths)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("import", total=len(items))
+        summary = service.run(
+            items, Origin.cli(_user()), progress=lambda n: progress.advance(task, n)
+        )
+    node.stop()
+    table = Table(title="import summary")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    table.add_row("stored", str(summary.stored))
+    table.add_row("duplicates", str(summary.duplicates))
+    table.add_row("refused", str(len(summary.refused)))
+    Console().print(table)
+    for source, reason in summary.refused:
+        console.print(f"[yellow]refused[/yellow] {source}: {reason}")
+    if summary.refused:
+        raise typer.Exit(1)
+
+
+@app.command("demo-data")
+def demo_data(
+    output: Annotated[Path, typer.Argument(help="Folder to write the files into.")] = Path(
+        "demo-data"
+    ),
+    patients: Annotated[int, typer.Option(help="Number of children.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same files.")] = 2026,
+) -> None:
+    """Write a realistic synthetic paediatric data set (US cine, CR/DX, CT)."""
+    from pedipacs.demo.generator import generate_demo_data
+
+    with Progress(
+        TextColumn("generating"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("generate", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = generate_demo_data(output, patients=patients, seed=seed, progress=advance)
+    Console().print(
+        f"{summary.instances} instances in {summary.series} series, {summary.studies} studies, "
+        f"{summary.patients} patients ({summary.total_bytes / 1e6:.1f} MB) under {output}"
+    )
+
+
+@app.command()
+def check(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    sweep: Annotated[bool, typer.Option(help="Remove orphan blobs past the grace period.")] = True,
+) -> None:
+    """Check storage against the index: sweep orphan blobs, report missing ones."""
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    node = _node(settings)
+    if sweep:
+        report = node.sweep_orphans()
+        Console().print(f"{report.blobs_seen} blobs, {report.orphans_removed} orphans swept")
+    missing = node.integrity.missing_blobs()
+    node.stop()
+    for uid in missing:
+        console.print(f"[red]missing bytes[/red] for SOP Instance {uid}")
+    if missing:
+        raise typer.Exit(1)
+    Console().print("every indexed instance has its bytes")
+
+
+@peer_app.command("add")
+def peer_add(
+    name: Annotated[str, typer.Argument(help="A short name for the peer.")],
+    aet: Annotated[str, typer.Option("--aet", help="Its AE title.")],
+    host: Annotated[str, typer.Option("--host", help="Its host name or address.")],
+    port: Annotated[int, typer.Option("--port", help="Its DICOM port.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Register a peer (for example a C-MOVE destination)."""
+    from pedipacs.errors import PedipacsError
+    from pedipacs.model.origin import Origin
+    from pedipacs.model.records import Peer
+
+    node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
+    try:
+        peer = node.peers.add(
+            Peer(name=name, ae_title=aet, host=host, port=port), Origin.cli(_user())
+        )
+    except PedipacsError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    finally:
+        node.stop()
+    Console().print(f"peer {peer.name}: {peer.ae_title} at {peer.host}:{peer.port}")
+
+
+@peer_app.command("list")
+def peer_list(
+    config: ConfigOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None
+) -> None:
+    """List the known peers."""
+    node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
+    table = Table("name", "AE title", "host", "port")
+    for peer in node.peers.list():
+        table.add_row(peer.name, peer.ae_title, peer.host, str(peer.port))
+    node.stop()
+    Console().print(table)
+
+
+@peer_app.command("remove")
+def peer_remove(
+    name: Annotated[str, typer.Argument(help="The peer's name.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Forget a peer."""
+    from pedipacs.errors import PedipacsError
+    from pedipacs.model.origin import Origin
+
+    node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
+    try:
+        node.peers.remove(name, Origin.cli(_user()))
+    except PedipacsError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    finally:
+        node.stop()
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,1 @@
+"""The index database: SQLAlchemy tables, the query compiler and migrations. No business rules."""

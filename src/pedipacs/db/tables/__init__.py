@@ -1,0 +1,18 @@
+"""Tables, one module per aggregate. Importing this package registers them all on Base.metadata."""
+
+from pedipacs.db.tables.audit import AuditEvent
+from pedipacs.db.tables.change import Change
+from pedipacs.db.tables.patient import Patient
+from pedipacs.db.tables.peer import PeerRow
+from pedipacs.db.tables.study import Instance, InstanceConflict, Series, Study
+
+__all__ = [
+    "AuditEvent",
+    "Change",
+    "Instance",
+    "InstanceConflict",
+    "Patient",
+    "PeerRow",
+    "Series",
+    "Study",
+]

@@ -1,0 +1,1 @@
+"""Deterministic synthetic paediatric DICOM data for demos, tests and benchmarks."""

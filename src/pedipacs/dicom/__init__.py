@@ -1,0 +1,1 @@
+"""pydicom know-how shared by every door; no database, no protocol."""

@@ -1,0 +1,56 @@
+"""Transfer syntax conversion for peers that cannot take the stored encoding.
+
+Decoding uses pydicom's pixel data plugins (pylibjpeg, openjpeg, libjpeg, RLE, GDCM); encoding
+to a compressed syntax is offered only for the lossless ones pydicom can write.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from pedipacs.errors import TranscodingError
+
+NATIVE_SYNTAXES = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    }
+)
+LOSSLESS_ENCODABLE = (RLELossless, JPEGLSLossless, JPEG2000Lossless)
+
+# The order in which a retrieve falls back when the stored syntax is refused.
+FALLBACK_ORDER = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, *LOSSLESS_ENCODABLE)
+
+
+def transcode(dataset: Dataset, target: str) -> Dataset:
+    """Re-encode `dataset` (read with its file meta) in the `target` transfer syntax."""
+    source = UID(str(dataset.file_meta.TransferSyntaxUID))
+    target_uid = UID(target)
+    if source == target_uid:
+        return dataset
+    try:
+        if "PixelData" in dataset and source not in NATIVE_SYNTAXES:
+            dataset.decompress()
+        if target_uid in NATIVE_SYNTAXES:
+            dataset.file_meta.TransferSyntaxUID = target_uid
+            return dataset
+        if target_uid in LOSSLESS_ENCODABLE and "PixelData" in dataset:
+            dataset.compress(target_uid)
+            return dataset
+    except Exception as error:  # codec errors come in many types; all mean "cannot"
+        raise TranscodingError(
+            f"cannot convert {source.name} to {target_uid.name}: {error}"
+        ) from error
+    raise TranscodingError(f"cannot convert {source.name} to {target_uid.name}")

@@ -1,0 +1,88 @@
+"""Conversions between DICOM value strings and Python values (DA, TM, PN)."""
+
+from __future__ import annotations
+
+from datetime import date, time
+
+from pedipacs.errors import InvalidInput
+
+
+def date_from_da(value: str | None) -> date | None:
+    """Parse a DA value; tolerate the old ACR-NEMA `YYYY.MM.DD` form; None if empty or invalid.
+
+    >>> date_from_da("20240131")
+    datetime.date(2024, 1, 31)
+    >>> date_from_da("") is None
+    True
+    """
+    text = (value or "").strip().replace(".", "")
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def time_from_tm(value: str | None) -> time | None:
+    """Parse a TM value (HH, HHMM, HHMMSS or HHMMSS.FFFFFF); None if empty or invalid.
+
+    >>> time_from_tm("101530.25")
+    datetime.time(10, 15, 30, 250000)
+    """
+    text = (value or "").strip().replace(":", "")
+    if not text:
+        return None
+    main, _, fraction = text.partition(".")
+    if not main.isdigit() or len(main) not in (2, 4, 6) or (fraction and not fraction.isdigit()):
+        return None
+    parts = [int(main[i : i + 2]) for i in range(0, len(main), 2)] + [0, 0]
+    micro = int((fraction + "000000")[:6]) if fraction else 0
+    try:
+        # DICOM allows a leap second 60; clamp it so Python accepts it.
+        return time(parts[0], parts[1], min(parts[2], 59), micro)
+    except ValueError:
+        return None
+
+
+def da_from_date(value: date | None) -> str:
+    return value.strftime("%Y%m%d") if value else ""
+
+
+def tm_from_time(value: time | None) -> str:
+    if value is None:
+        return ""
+    text = value.strftime("%H%M%S")
+    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+
+
+def range_bound_date(value: str, keyword: str) -> date:
+    parsed = date_from_da(value)
+    if parsed is None:
+        raise InvalidInput(f"{keyword}: {value!r} is not a DA value (YYYYMMDD)")
+    return parsed
+
+
+def range_bound_time(value: str, keyword: str, *, is_end: bool) -> time:
+    parsed = time_from_tm(value)
+    if parsed is None:
+        raise InvalidInput(f"{keyword}: {value!r} is not a TM value (HHMMSS.FFFFFF)")
+    if is_end and len(value.strip().partition(".")[0]) < 6 and "." not in value:
+        # "1015" as an upper bound means up to the end of that minute.
+        width = len(value.strip())
+        return parsed.replace(
+            minute=parsed.minute if width >= 4 else 59, second=59, microsecond=999999
+        )
+    return parsed
+
+
+def pn_search_form(value: str | None) -> str | None:
+    """The form PN matching compares: alphabetic group, upper case, no trailing empty parts.
+
+    >>> pn_search_form("Doe^Jane^^^=ドウ^ジェーン")
+    'DOE^JANE'
+    """
+    if value is None:
+        return None
+    alphabetic = value.split("=", 1)[0]
+    return alphabetic.upper().rstrip("^ ").strip() or None

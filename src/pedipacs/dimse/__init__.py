@@ -1,0 +1,1 @@
+"""The DICOM door: thin pynetdicom handlers over the services."""

@@ -1,0 +1,73 @@
+"""The domain's exception tree.
+
+Services raise these; each door (DIMSE, HTTP, HL7) translates them once, in its own table.
+Subclasses are named after the rule that was broken.
+"""
+
+
+class PedipacsError(Exception):
+    """Base of every error pedipacs raises on purpose."""
+
+
+class InvalidInput(PedipacsError):
+    """The caller sent something that breaks the standard or our rules."""
+
+
+class NotDicomError(InvalidInput):
+    """The payload is not a readable DICOM object."""
+
+
+class MissingAttributeError(InvalidInput):
+    """A required attribute is absent or empty."""
+
+
+class InvalidUidError(InvalidInput):
+    """A UID breaks PS3.5 section 9.1."""
+
+
+class InconsistentIdentityError(InvalidInput):
+    """The object contradicts what is already known (series under another study, ...)."""
+
+
+class ObjectTooLargeError(InvalidInput):
+    """The object is larger than the configured maximum."""
+
+
+class InvalidQueryError(InvalidInput):
+    """A query identifier or its matching keys are invalid."""
+
+
+class NotFound(PedipacsError):
+    """The thing asked for does not exist."""
+
+
+class UnknownPeerError(NotFound):
+    """No peer with that name or AE title is registered."""
+
+
+class UnknownMoveDestinationError(UnknownPeerError):
+    """A C-MOVE named a destination AE that is not in the peer registry."""
+
+
+class Conflict(PedipacsError):
+    """The request conflicts with the current state."""
+
+
+class DuplicateInstanceRejected(Conflict):
+    """The same SOP Instance UID arrived with different content and the policy is to reject."""
+
+
+class PeerExistsError(Conflict):
+    """A peer with that name already exists."""
+
+
+class PermissionDenied(PedipacsError):
+    """The caller may not do this."""
+
+
+class StorageUnavailable(PedipacsError):
+    """The blob store or the database cannot take the write now (disk full, I/O error)."""
+
+
+class TranscodingError(PedipacsError):
+    """The object cannot be converted to a transfer syntax the peer accepts."""

@@ -1,0 +1,61 @@
+"""Frozen values that services return."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class StoreOutcome(StrEnum):
+    """What the ingest service did with an object."""
+
+    STORED = "STORED"
+    DUPLICATE_IGNORED = "DUPLICATE_IGNORED"  # identical bytes already stored
+    REPLACED = "REPLACED"  # different content, policy keep-newest
+    CONFLICT_KEPT_STORED = "CONFLICT_KEPT_STORED"  # different content, policy keep-first
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    patient_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size: int
+    sha256: str
+    outcome: StoreOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMatch:
+    """One entity matching a query: DICOM keyword -> value (str, list of str, or None)."""
+
+    values: Mapping[str, str | list[str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLocation:
+    """Where a stored instance's bytes are, for retrieval."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    patient_id: str
+    study_instance_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A known remote Application Entity."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    created_at: datetime | None = None

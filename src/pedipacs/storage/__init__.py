@@ -1,0 +1,1 @@
+"""Bytes only: blob stores know nothing of DICOM, HTTP or the database."""

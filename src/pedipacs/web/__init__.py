@@ -1,0 +1,1 @@
+"""The HTTP door: FastAPI application built around a Node."""
