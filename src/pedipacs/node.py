@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom import config as pydicom_config
+
 from pedipacs.archive.ingest import IngestService
 from pedipacs.archive.integrity import IntegrityService, SweepReport
 from pedipacs.archive.peers import PeerService
@@ -34,8 +36,15 @@ class Node:
     metrics_dir: Path | None = None
     _dimse_server: Any = field(default=None, repr=False)
 
+    @staticmethod
+    def configure_libraries() -> None:
+        """Library-wide settings: modalities send out-of-range values every day; pedipacs keeps
+        the bytes and indexes what it can instead of warning on every read."""
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
     @classmethod
     def from_settings(cls, settings: Settings, *, metrics_dir: Path | None = None) -> Node:
+        cls.configure_libraries()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.resolved_database_url)
         blob_store = FilesystemBlobStore(settings.resolved_storage_dir)

@@ -30,6 +30,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
     )
     # pynetdicom logs every PDU at INFO; keep its warnings only.
+    logging.captureWarnings(True)
     quiet = max(logging.WARNING, logging.getLogger().level)
     logging.getLogger("pynetdicom").setLevel(quiet)
     logging.getLogger("alembic").setLevel(quiet)

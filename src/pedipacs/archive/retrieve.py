@@ -49,6 +49,10 @@ class RetrieveService:
         self._audit(locations, origin, purpose)
         return locations
 
+    def local_path(self, location: InstanceLocation) -> Path | None:
+        """The stored file itself when the store is local (for zero-copy sending), else None."""
+        return self._blob_store.local_path(location.blob_key)
+
     @contextmanager
     def local_file(self, location: InstanceLocation) -> Iterator[Path]:
         """A local file with the stored bytes, unchanged; a temporary copy for remote stores."""

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from datetime import date, time
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy import Boolean, ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from pedipacs.db.catalog import ATTRIBUTES, LEVEL_TABLES, Attribute, ValueKind
 from pedipacs.db.tables import Instance, Patient, Series, Study
@@ -129,13 +132,12 @@ def _wildcard(attribute: Attribute, pattern: str) -> ColumnElement[bool]:
     if attribute.kind is ValueKind.PERSON_NAME:
         column = attribute.search_column
         pattern = pattern.split("=", 1)[0].upper()
-    like = _like_pattern(pattern)
-    condition = column.like(like, escape=LIKE_ESCAPE)
+    condition: ColumnElement[bool] = _CaseSensitiveLike(column, pattern)
     prefix = _literal_prefix(pattern)
     if prefix:
         # A prefix range lets every database use the B-tree index whatever its LIKE rules.
         condition = and_(column >= prefix, column < prefix + "\U0010ffff", condition)
-    return condition  # type: ignore[no-any-return]
+    return condition
 
 
 def _range(attribute: Attribute, match: DateTimeRange) -> ColumnElement[bool]:
@@ -160,14 +162,21 @@ def _range(attribute: Attribute, match: DateTimeRange) -> ColumnElement[bool]:
 
 
 def _any_of(attribute: Attribute, values: Sequence[str]) -> ColumnElement[bool]:
+    if attribute.kind in (ValueKind.DATE, ValueKind.TIME):
+        raise InvalidQueryError(
+            f"{attribute.keyword} ({attribute.vr}) cannot match a list of values"
+        )
     if not values:
         return false()
     column = (
         attribute.search_column if attribute.kind is ValueKind.PERSON_NAME else attribute.column
     )
+    wanted: list[str | int] = list(values)
     if attribute.kind is ValueKind.PERSON_NAME:
-        values = [pn_search_form(v) or "" for v in values]
-    chunks = [list(values[i : i + UID_CHUNK]) for i in range(0, len(values), UID_CHUNK)]
+        wanted = [pn_search_form(v) or "" for v in values]
+    elif attribute.kind is ValueKind.INTEGER:
+        wanted = [_integer(v, attribute.keyword) for v in values]
+    chunks = [wanted[i : i + UID_CHUNK] for i in range(0, len(wanted), UID_CHUNK)]
     return or_(*(column.in_(chunk) for chunk in chunks))
 
 
@@ -183,8 +192,7 @@ def _multi_valued_condition(attribute: Attribute, key_match: KeyMatch) -> Column
             raise InvalidQueryError(f"{attribute.keyword} cannot use wildcards")
         series = aliased(Series)
         return exists().where(
-            series.study_fk == Study.id,
-            series.modality.like(_like_pattern(match.pattern), escape=LIKE_ESCAPE),
+            series.study_fk == Study.id, _CaseSensitiveLike(series.modality, match.pattern)
         )
     else:
         raise InvalidQueryError(f"unsupported match for {attribute.keyword}")
@@ -197,6 +205,40 @@ def _multi_valued_condition(attribute: Attribute, key_match: KeyMatch) -> Column
         instance.series_fk == series.id,
         instance.sop_class_uid.in_(wanted),
     )
+
+
+class _CaseSensitiveLike(ColumnElement[bool]):
+    """DICOM wildcard matching (`*`, `?`), case-sensitive on every database.
+
+    Compiles to `LIKE ... ESCAPE` with `%`, `_` and the escape character escaped, except on
+    SQLite, whose LIKE ignores ASCII case: there it is `GLOB`, with `[` escaped.
+    """
+
+    inherit_cache = True
+    _traverse_internals: list[tuple[str, InternalTraversal]] = [  # noqa: RUF012
+        ("like_condition", InternalTraversal.dp_clauseelement),
+        ("glob_condition", InternalTraversal.dp_clauseelement),
+    ]
+    type = Boolean()
+
+    def __init__(self, column: Any, pattern: str) -> None:
+        self.like_condition = column.like(_like_pattern(pattern), escape=LIKE_ESCAPE)
+        self.glob_condition = column.op("GLOB", is_comparison=True)(_glob_pattern(pattern))
+
+
+@compiles(_CaseSensitiveLike)
+def _compile_like(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.like_condition, **kw)
+
+
+@compiles(_CaseSensitiveLike, "sqlite")
+def _compile_glob(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.glob_condition, **kw)
+
+
+def _glob_pattern(pattern: str) -> str:
+    """`*` and `?` mean the same in GLOB; `[` opens a character class, so it is escaped."""
+    return pattern.replace("[", "[[]")
 
 
 def _like_pattern(pattern: str) -> str:

@@ -42,9 +42,15 @@ def transcode(dataset: Dataset, target: str) -> Dataset:
         return dataset
     try:
         if "PixelData" in dataset and source not in NATIVE_SYNTAXES:
-            dataset.decompress()
+            _decompress(dataset)
         if target_uid in NATIVE_SYNTAXES:
             dataset.file_meta.TransferSyntaxUID = target_uid
+            # The writer follows the dataset's own encoding flags, so they must agree.
+            dataset.set_original_encoding(
+                target_uid.is_implicit_VR,
+                target_uid.is_little_endian,
+                dataset.original_character_set,
+            )
             return dataset
         if target_uid in LOSSLESS_ENCODABLE and "PixelData" in dataset:
             dataset.compress(target_uid)
@@ -54,3 +60,19 @@ def transcode(dataset: Dataset, target: str) -> Dataset:
             f"cannot convert {source.name} to {target_uid.name}: {error}"
         ) from error
     raise TranscodingError(f"cannot convert {source.name} to {target_uid.name}")
+
+
+# Decoders disagree on odd files (e.g. a J2K stream whose signedness contradicts the header);
+# the first that succeeds wins.
+DECODING_PLUGINS = ("pylibjpeg", "gdcm", "pyjpegls", "pillow")
+
+
+def _decompress(dataset: Dataset) -> None:
+    errors: list[str] = []
+    for plugin in DECODING_PLUGINS:
+        try:
+            dataset.decompress(decoding_plugin=plugin)
+            return
+        except Exception as error:  # the next plugin may cope
+            errors.append(f"{plugin}: {error}")
+    raise TranscodingError("; ".join(errors))

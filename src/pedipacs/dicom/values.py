@@ -64,16 +64,27 @@ def range_bound_date(value: str, keyword: str) -> date:
 
 
 def range_bound_time(value: str, keyword: str, *, is_end: bool) -> time:
+    """A TM range bound; as an upper bound a value covers the whole precision it gives.
+
+    >>> range_bound_time("1015", "StudyTime", is_end=True)
+    datetime.time(10, 15, 59, 999999)
+    >>> range_bound_time("101530.5", "StudyTime", is_end=True)
+    datetime.time(10, 15, 30, 599999)
+    >>> range_bound_time("1015", "StudyTime", is_end=False)
+    datetime.time(10, 15)
+    """
     parsed = time_from_tm(value)
     if parsed is None:
         raise InvalidInput(f"{keyword}: {value!r} is not a TM value (HHMMSS.FFFFFF)")
-    if is_end and len(value.strip().partition(".")[0]) < 6 and "." not in value:
-        # "1015" as an upper bound means up to the end of that minute.
-        width = len(value.strip())
-        return parsed.replace(
-            minute=parsed.minute if width >= 4 else 59, second=59, microsecond=999999
-        )
-    return parsed
+    if not is_end:
+        return parsed
+    main, _, fraction = value.strip().replace(":", "").partition(".")
+    if len(main) == 2:
+        return parsed.replace(minute=59, second=59, microsecond=999999)
+    if len(main) == 4:
+        return parsed.replace(second=59, microsecond=999999)
+    # "101530" ends at 10:15:30.999999, "101530.5" at 10:15:30.599999.
+    return parsed.replace(microsecond=int((fraction + "999999")[:6]))
 
 
 def pn_search_form(value: str | None) -> str | None:

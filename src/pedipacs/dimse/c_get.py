@@ -12,7 +12,12 @@ from pedipacs import metrics
 from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.dimse.identifier import retrieve_query_from_identifier
 from pedipacs.dimse.origin import origin_from_event
-from pedipacs.dimse.sending import accepted_syntaxes, dataset_for_peer, unsendable_dataset
+from pedipacs.dimse.sending import (
+    accepted_syntaxes,
+    dataset_for_peer,
+    send_stored_files_unchanged,
+    unsendable_dataset,
+)
 from pedipacs.dimse.status import Status, query_status_from_error, status_dataset
 from pedipacs.errors import PedipacsError
 from pedipacs.model.levels import InformationModel
@@ -39,6 +44,7 @@ def handle_c_get(event: Any, retrieve: RetrieveService) -> Iterator[Any]:
         yield status_dataset(status, str(error)), None
         return
     yield len(locations)
+    send_stored_files_unchanged(event.assoc)
     # Roles were negotiated per SOP class: we may only send on contexts where we are SCU.
     contexts = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
     for location in locations:

@@ -19,6 +19,7 @@ from pedipacs.dimse.sending import (
     contexts_for,
     dataset_for_peer,
     nodelay_handler,
+    send_stored_files_unchanged,
     unsendable_dataset,
 )
 from pedipacs.dimse.status import Status, query_status_from_error
@@ -89,4 +90,5 @@ def handle_c_move(event: Any, retrieve: RetrieveService, peers: PeerService) -> 
 
 
 def _remember_association(event: Any, holder: list[Any]) -> None:
+    send_stored_files_unchanged(event.assoc)
     holder.append(event.assoc)

@@ -115,7 +115,10 @@ def dataset_from_match(
         if vr == "SQ":
             setattr(response, keyword, [])
             continue
-        if isinstance(value, list):
+        if vr in _BINARY_NUMBER_VRS:
+            # US, UL, FL, ... are encoded as binary numbers: pydicom cannot write a string.
+            setattr(response, keyword, _binary_number(vr, value))
+        elif isinstance(value, list):
             is_ascii = is_ascii and all(v.isascii() for v in value)
             setattr(response, keyword, value)
         else:
@@ -126,6 +129,24 @@ def dataset_from_match(
     if not is_ascii:
         response.SpecificCharacterSet = "ISO_IR 192"
     return response
+
+
+_BINARY_NUMBER_VRS = {"US", "UL", "UV", "SS", "SL", "SV", "FL", "FD"}
+
+
+def _binary_number(vr: str, value: str | list[str] | None) -> int | float | None:
+    """The first value as a number for a binary numeric VR; None (zero length) if empty.
+
+    >>> _binary_number("US", "512"), _binary_number("FD", "0.5"), _binary_number("US", None)
+    (512, 0.5, None)
+    """
+    text = (value[0] if value else "") if isinstance(value, list) else (value or "")
+    if not text.strip():
+        return None
+    try:
+        return float(text) if vr in ("FL", "FD") else int(float(text))
+    except ValueError:
+        return None
 
 
 def _vr(keyword: str) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
@@ -28,12 +29,43 @@ def accepted_syntaxes(contexts: Iterable[PresentationContext], sop_class: str) -
     ]
 
 
+class StoredFile(Dataset):
+    """What a C-GET/C-MOVE handler yields for an instance sent unchanged.
+
+    pynetdicom's retrieve loops only take Datasets and would re-encode them; this stand-in
+    carries the stored file's path, and `send_stored_files_unchanged` makes the association
+    stream that file's dataset bytes as they are on disk.
+    """
+
+    def __init__(self, location: InstanceLocation, path: Path) -> None:
+        super().__init__()
+        self.SOPClassUID = location.sop_class_uid
+        self.SOPInstanceUID = location.sop_instance_uid
+        self.stored_path = path
+
+
+def send_stored_files_unchanged(assoc: Any) -> None:
+    """Route StoredFile stand-ins through pynetdicom's file-streaming C-STORE on `assoc`."""
+    original = assoc.send_c_store
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, StoredFile):
+            return original(dataset.stored_path, *args, **kwargs)
+        return original(dataset, *args, **kwargs)
+
+    assoc.send_c_store = send_c_store
+
+
 def dataset_for_peer(
     location: InstanceLocation, retrieve: RetrieveService, accepted: list[str]
 ) -> Dataset:
-    """The instance ready to send: unchanged if its syntax is accepted, else converted."""
-    with retrieve.local_file(location) as path:
-        dataset = dcmread(path)
+    """The instance ready to send: the stored bytes if the peer accepted their syntax, else a
+    conversion to one it accepted."""
+    path = retrieve.local_path(location)
+    if location.transfer_syntax_uid in accepted and path is not None:
+        return StoredFile(location, path)
+    with retrieve.local_file(location) as local:
+        dataset = dcmread(local)
     if location.transfer_syntax_uid in accepted:
         return dataset
     for candidate in (*FALLBACK_ORDER, *accepted):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pedipacs import metrics
@@ -16,6 +17,7 @@ from pedipacs.archive.ingest import IngestService
 from pedipacs.archive.peers import PeerService
 from pedipacs.archive.query import QueryService
 from pedipacs.archive.retrieve import RetrieveService
+from pedipacs.dicom.sop_classes import storage_sop_classes
 from pedipacs.dimse.c_echo import handle_c_echo
 from pedipacs.dimse.c_find import FIND_MODELS, handle_c_find
 from pedipacs.dimse.c_get import GET_MODELS, handle_c_get
@@ -24,6 +26,15 @@ from pedipacs.dimse.c_store import handle_c_store
 from pedipacs.dimse.sending import nodelay_handler
 
 VERIFICATION = "1.2.840.10008.1.1"
+_LAST = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2")
+# pynetdicom accepts, per context, the first syntax of OUR list that the peer proposed. Explicit
+# VR Little Endian first keeps the VRs; compressed syntaxes next so images keep the encoding the
+# modality chose; deflated, big endian and implicit VR only when nothing else is offered.
+ACCEPTANCE_ORDER = [
+    "1.2.840.10008.1.2.1",
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in ("1.2.840.10008.1.2.1", *_LAST)),
+    *_LAST,
+]
 QUERY_RETRIEVE_CLASSES = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS)
 
 
@@ -48,26 +59,50 @@ class PedipacsAssociationServer(ThreadedAssociationServer):
 def build_ae(
     ae_title: str, *, max_pdu_size: int, max_associations: int, network_timeout: float
 ) -> AE:
+    # Retrieves stream stored files from disk in chunks instead of decoding them.
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = max_pdu_size
     ae.maximum_associations = max_associations
     ae.network_timeout = network_timeout
     ae.dimse_timeout = network_timeout
     ae.acse_timeout = network_timeout
-    ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
+    ae.add_supported_context(VERIFICATION, ACCEPTANCE_ORDER)
+    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    for sop_class in storage_sop_classes(known):
         # scu_role/scp_role: accept the role selection a C-GET requestor proposes.
-        if context.abstract_syntax:
-            ae.add_supported_context(
-                context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-            )
+        ae.add_supported_context(sop_class, ACCEPTANCE_ORDER, scu_role=True, scp_role=True)
     for sop_class in QUERY_RETRIEVE_CLASSES:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(sop_class, ACCEPTANCE_ORDER)
     return ae
+
+
+def prefer_requestor_order(event: Any) -> None:
+    """Accept, in each presentation context, the first syntax the *peer* proposed that we
+    support: a modality keeps the encoding it prefers, and a C-GET requestor that proposes the
+    stored syntax first gets the stored bytes unchanged. (pynetdicom would otherwise follow our
+    list's order.)"""
+    proposed: dict[str, list[str]] = {}
+    for context in event.assoc.requestor.primitive.presentation_context_definition_list:
+        syntaxes = proposed.setdefault(str(context.abstract_syntax), [])
+        syntaxes.extend(str(ts) for ts in context.transfer_syntax if str(ts) not in syntaxes)
+    reordered = []
+    for context in event.assoc.acceptor.supported_contexts:
+        wanted = proposed.get(str(context.abstract_syntax))
+        if wanted:
+            ours = [str(ts) for ts in context.transfer_syntax]
+            first = [ts for ts in wanted if ts in ours]
+            context = build_context(
+                context.abstract_syntax, first + [ts for ts in ours if ts not in first]
+            )
+            context.scu_role, context.scp_role = True, True
+        reordered.append(context)
+    event.assoc.acceptor.supported_contexts = reordered
 
 
 def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
     return [
+        (evt.EVT_REQUESTED, prefer_requestor_order),
         (evt.EVT_CONN_OPEN, _connection_opened),
         (evt.EVT_CONN_CLOSE, _connection_closed),
         (evt.EVT_ACCEPTED, _count_association, ["accepted"]),

@@ -97,9 +97,13 @@ class FilesystemBlobStore:
                 )
 
     def sweep_temporary(self, older_than: datetime) -> int:
-        """Remove half-written temporary files left by a crash; returns how many."""
+        """Remove half-written temporary files and write probes left by a crash; returns how
+        many. Everything in the temporary folder is ours: `.part` files from `put` and
+        `probe-*` files from `check`."""
         removed = 0
-        for path in self._temp_dir.glob("*.part"):
+        for path in self._temp_dir.iterdir():
+            if not path.is_file():
+                continue
             try:
                 if datetime.fromtimestamp(path.stat().st_mtime, UTC) < older_than:
                     path.unlink()

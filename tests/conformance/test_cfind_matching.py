@@ -1,0 +1,170 @@
+"""PS3.4 C.2.2.2 matching through the DIMSE door: findscu against a running `pedipacs serve`.
+
+One server per database for the module, the conformance data set stored once with storescu,
+then every case of `conformance.cases` as one findscu run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import create_engine, text
+
+from conformance.cases import (
+    INVALID_CASES,
+    MATCHING_CASES,
+    PATIENTS,
+    STUDIES,
+    InvalidCase,
+    MatchingCase,
+    dataset_files,
+    identifier_keys,
+    text_value,
+)
+from pedipacs.model.levels import InformationModel
+from support.dcmtk import run, storescu
+from support.server import RunningServer, start_server
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PEDIPACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+FINDSCU_MODEL_FLAG = {InformationModel.PATIENT_ROOT: "-P", InformationModel.STUDY_ROOT: "-S"}
+SUCCESS = 0x0000
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def loaded_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_available: bool,
+    dcmtk: None,
+) -> Iterator[RunningServer]:
+    """`pedipacs serve` on a fresh database of each kind, holding the conformance data set."""
+    directory = tmp_path_factory.mktemp(f"cfind_{request.param}")
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{directory / 'index.sqlite3'}"
+    elif not postgres_available:
+        pytest.skip("PostgreSQL is not reachable")
+    else:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        _execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    server = start_server(directory / "server", url)
+    try:
+        stored = storescu(server, dataset_files(directory / "files"))
+        assert stored.returncode == 0, stored.stderr
+        yield server
+    finally:
+        server.stop()
+        if schema is not None:
+            _execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _execute(statement: str) -> None:
+    engine = create_engine(POSTGRES_ADMIN_URL)
+    with engine.begin() as connection:
+        connection.execute(text(statement))
+    engine.dispose()
+
+
+@dataclass(frozen=True)
+class FindOutcome:
+    status: int | None
+    error_comment: str | None
+    responses: list[Dataset]
+    log: str
+
+
+def find(
+    server: RunningServer, model: InformationModel, keys: list[str], output_dir: Path
+) -> FindOutcome:
+    """Run findscu; return the final C-FIND status, its Error Comment and the identifiers.
+
+    findscu 3.6.7 exits 0 whatever the final status, and writes only pending identifiers with
+    `-X`, so the final response is read from its debug dump of the incoming DIMSE message
+    (`DIMSE Status : 0xa900: ...`, then the status detail with `(0000,0902) ... ErrorComment`).
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        "findscu",
+        FINDSCU_MODEL_FLAG[model],
+        "-d",
+        "-aec",
+        server.ae_title,
+        "-X",
+        "-od",
+        str(output_dir),
+    ]
+    for key in keys:
+        args += ["-k", key]
+    result = run([*args, "127.0.0.1", str(server.dicom_port)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    responses = [dcmread(path) for path in sorted(output_dir.glob("rsp*.dcm"))]
+    lines = result.stderr.splitlines()
+    final = max(
+        (i for i, line in enumerate(lines) if "Received Final Find Response" in line), default=None
+    )
+    assert final is not None, result.stderr[-4000:]
+    status = error_comment = None
+    for line in lines[final:]:
+        label, _, value = line.removeprefix("D: ").partition(":")
+        if label.strip() == "DIMSE Status" and status is None:
+            status = int(value.strip().split(":")[0], 16)
+        if line.rstrip().endswith(" ErrorComment") and "[" in line:
+            error_comment = line[line.index("[") + 1 : line.rindex("]")]
+    return FindOutcome(status, error_comment, responses, result.stderr)
+
+
+def test_every_stored_instance_is_counted_by_a_patient_level_query(
+    loaded_server: RunningServer, tmp_path: Path
+) -> None:
+    outcome = find(
+        loaded_server,
+        InformationModel.PATIENT_ROOT,
+        ["QueryRetrieveLevel=PATIENT", "PatientID=", "NumberOfPatientRelatedInstances="],
+        tmp_path,
+    )
+
+    assert outcome.status == SUCCESS
+    assert len(outcome.responses) == len(PATIENTS)
+    stored = sum(series.instances for study in STUDIES for series in study.series)
+    assert sum(int(r.NumberOfPatientRelatedInstances) for r in outcome.responses) == stored
+
+
+@pytest.mark.parametrize("case", MATCHING_CASES, ids=lambda case: case.name)
+def test_cfind_returns_exactly_the_entities_the_case_expects(
+    loaded_server: RunningServer, case: MatchingCase, tmp_path: Path
+) -> None:
+    outcome = find(
+        loaded_server, case.model, identifier_keys(str(case.level), case.request_keys), tmp_path
+    )
+
+    assert outcome.status == SUCCESS, (outcome.error_comment, outcome.log[-2000:])
+    found = [text_value(response.get(case.unique_keyword)) for response in outcome.responses]
+    assert sorted(found) == sorted(case.expected)
+    assert all(r.QueryRetrieveLevel == str(case.level) for r in outcome.responses)
+    by_unique_key = dict(zip(found, outcome.responses, strict=True))
+    for unique_key, attributes in case.returned.items():
+        response = by_unique_key[unique_key]
+        assert set(attributes) <= set(response.dir()), "a requested key is missing"
+        assert {keyword: text_value(response.get(keyword)) for keyword in attributes} == attributes
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda case: case.name)
+def test_cfind_refuses_an_invalid_identifier_with_a_failure_status(
+    loaded_server: RunningServer, case: InvalidCase, tmp_path: Path
+) -> None:
+    outcome = find(loaded_server, case.model, identifier_keys(case.level, case.keys), tmp_path)
+
+    assert outcome.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, outcome.log[-2000:]
+    assert outcome.error_comment, "the failure carries no Error Comment"
+    assert outcome.responses == []

@@ -1,0 +1,132 @@
+"""Start `pedipacs serve` as a real process and wait until it answers C-ECHO."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_TIMEOUT = 60.0
+AE_TITLE = "PEDIPACS"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    data_dir: Path
+    database_url: str
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    ae_title: str = AE_TITLE
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the supervisor and its DIMSE workers."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> RunningServer:
+        self.stop()
+        return start_server(
+            self.data_dir,
+            self.database_url,
+            dicom_port=self.dicom_port,
+            http_port=self.http_port,
+            extra_env=self.env,
+        )
+
+
+def start_server(
+    data_dir: Path,
+    database_url: str,
+    *,
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    dicom_port = dicom_port or free_port()
+    http_port = http_port or free_port()
+    env = {
+        **os.environ,
+        "PEDIPACS_DATA_DIR": str(data_dir),
+        "PEDIPACS_DATABASE_URL": database_url,
+        "PEDIPACS_DICOM_PORT": str(dicom_port),
+        "PEDIPACS_HTTP_PORT": str(http_port),
+        "PEDIPACS_ORPHAN_GRACE_SECONDS": "0",
+        "PEDIPACS_DICOM_WORKERS": "2",
+        **(extra_env or {}),
+    }
+    log_path = data_dir / f"server-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pedipacs", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so kill() reaches the workers
+        )
+    running = RunningServer(
+        data_dir=data_dir,
+        database_url=database_url,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        process=process,
+        log_path=log_path,
+        env=extra_env or {},
+    )
+    _wait_until_ready(running)
+    return running
+
+
+def _wait_until_ready(running: RunningServer) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            raise RuntimeError(f"pedipacs exited early:\n{running.log()}")
+        echo = subprocess.run(
+            ["echoscu", "-to", "2", "-aec", AE_TITLE, "127.0.0.1", str(running.dicom_port)],
+            capture_output=True,
+            check=False,
+        )
+        if echo.returncode == 0 and _http_ready(running.http_port):
+            return
+        time.sleep(0.1)  # polling interval of a readiness probe, not a wait for an outcome
+    running.kill()
+    raise RuntimeError(f"pedipacs did not become ready:\n{running.log()}")
+
+
+def _http_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
