@@ -23,7 +23,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pedipacs.model.levels import UNIQUE_KEY, InformationModel, QueryLevel
 
@@ -170,8 +170,8 @@ def _instance(
     sop_class_uid = SOP_CLASS_BY_MODALITY[series.modality]
     sop_instance_uid = instance_uid(study.number, series_number, number)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = Dataset()
     dataset.file_meta = meta
@@ -278,8 +278,14 @@ def instances_of(*triples: tuple[int, int, int]) -> frozenset[str]:
     return frozenset(instance_uid(*triple) for triple in triples)
 
 
-def _study(name: str, keys: Keys, expected: frozenset[str], **kwargs: object) -> MatchingCase:
-    return MatchingCase(name, S, STUDY, keys, expected, **kwargs)  # type: ignore[arg-type]
+def _study(
+    name: str,
+    keys: Keys,
+    expected: frozenset[str],
+    returned: Mapping[str, Mapping[str, str]] | None = None,
+) -> MatchingCase:
+    """A Study Root STUDY level case, the most common kind."""
+    return MatchingCase(name, S, STUDY, keys, expected, returned or {})
 
 
 def _pn(pattern: str) -> Keys:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def _execute(statement: str) -> None:
 class FindOutcome:
     status: int | None
     error_comment: str | None
-    responses: list[Dataset]
+    responses: Sequence[Dataset]
     log: str
 
 
@@ -167,4 +167,4 @@ def test_cfind_refuses_an_invalid_identifier_with_a_failure_status(
 
     assert outcome.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, outcome.log[-2000:]
     assert outcome.error_comment, "the failure carries no Error Comment"
-    assert outcome.responses == []
+    assert list(outcome.responses) == []

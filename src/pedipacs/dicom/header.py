@@ -10,8 +10,11 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
 from pydicom.multival import MultiValue
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from pedipacs.dicom.part10 import dataset_offset
 from pedipacs.dicom.values import date_from_da, time_from_tm
 from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError
 from pedipacs.model.identifiers import validated_uid
@@ -70,14 +73,44 @@ def read_dataset_header(data: bytes) -> Dataset:
     """
     try:
         dataset = dcmread(BytesIO(data), stop_before_pixels=True, defer_size=4096)
-        # Touch every element so a truncated or garbled header fails here, not later.
+        _check_lengths(dataset, len(data), data)
+        # Decode every element so a garbled header fails here, not later.
         for _ in dataset.iterall():
             pass
+    except NotDicomError:
+        raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as error:
         raise NotDicomError(f"not a readable DICOM Part 10 object: {error}") from error
     except Exception as error:  # pydicom raises many types on garbage; none may pass as success
         raise NotDicomError(f"not a readable DICOM Part 10 object: {error}") from error
     return dataset
+
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _check_lengths(dataset: Dataset, size: int, data: bytes) -> None:
+    """pydicom trusts declared lengths of values it defers: walk the top-level elements and
+    refuse any whose value would run past the end of the object (truncated, or not DICOM)."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        return
+    uid = UID(str(syntax))
+    if uid == DeflatedExplicitVRLittleEndian:
+        return  # the deflated stream was inflated and parsed whole by dcmread already
+    stream = BytesIO(data)
+    stream.seek(dataset_offset(data))
+    elements = data_element_generator(
+        stream, uid.is_implicit_VR, uid.is_little_endian, defer_size=1
+    )
+    for raw in elements:
+        value_tell: int = getattr(raw, "value_tell", 0)
+        length: int = getattr(raw, "length", 0)
+        if length != UNDEFINED_LENGTH and value_tell + length > size:
+            raise NotDicomError(
+                f"element {raw.tag} claims {length} bytes at offset {value_tell}, past "
+                f"the end of the {size} byte object (truncated or not DICOM)"
+            )
 
 
 def header_from_dataset(dataset: Dataset) -> InstanceHeader:

@@ -24,6 +24,7 @@ from pedipacs.dimse.c_get import GET_MODELS, handle_c_get
 from pedipacs.dimse.c_move import MOVE_MODELS, handle_c_move
 from pedipacs.dimse.c_store import handle_c_store
 from pedipacs.dimse.sending import nodelay_handler
+from pedipacs.dimse.transport import BoundedRequestHandler
 
 VERIFICATION = "1.2.840.10008.1.1"
 _LAST = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2")
@@ -119,7 +120,10 @@ def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
 def start_server(ae: AE, host: str, port: int, handlers: list[Any]) -> Any:
     """Start listening in a background thread; returns the server (call .shutdown())."""
     server = ae.make_server(
-        (host, port), evt_handlers=handlers, server_class=PedipacsAssociationServer
+        (host, port),
+        evt_handlers=handlers,
+        server_class=PedipacsAssociationServer,
+        request_handler=BoundedRequestHandler,
     )
     thread = threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True)
     thread.start()

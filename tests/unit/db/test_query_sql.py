@@ -8,6 +8,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import time
+
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql, sqlite
