@@ -9,6 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
 from pedipacs.archive.ingest import IngestService
 from pedipacs.dicom.part10 import part10_from_bytes
 from pedipacs.errors import InvalidInput, ObjectTooLargeError, PedipacsError
@@ -53,6 +56,13 @@ class ImportService:
             items.extend(self._items(path))
         return items
 
+    def _dicomdir_items(self, path: Path) -> Iterator[ImportItem]:
+        for referenced in _dicomdir_records(path):
+            if referenced.is_file():
+                yield ImportItem(str(referenced), referenced.stat().st_size, referenced.read_bytes)
+            else:
+                yield ImportItem(str(referenced), 0, _refuse(f"{referenced}: listed, missing"))
+
     def run(
         self,
         items: list[ImportItem],
@@ -75,7 +85,7 @@ class ImportService:
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
             for item, outcome in pool.map(one, items):
-                if isinstance(outcome, str):
+                if not isinstance(outcome, StoreOutcome):  # the refusal's reason
                     summary.refused.append((item.source, outcome))
                 elif outcome is StoreOutcome.STORED or outcome is StoreOutcome.REPLACED:
                     summary.stored += 1
@@ -85,19 +95,30 @@ class ImportService:
                     progress(1)
         return summary
 
-    def _items(self, path: Path) -> Iterator[ImportItem]:
+    def _items(self, path: Path, *, in_folder: bool = False) -> Iterator[ImportItem]:
         if path.is_dir():
             for directory, _dirs, files in os.walk(path):
                 for name in sorted(files):
-                    yield from self._items(Path(directory) / name)
+                    yield from self._items(Path(directory) / name, in_folder=True)
         elif zipfile.is_zipfile(path):
             yield from _zip_items(path)
         elif path.is_file():
             if path.name.upper() == DICOMDIR_NAME and _is_dicomdir(path):
-                return  # the directory record itself; its files are found by walking the folder
+                if not in_folder:
+                    yield from self._dicomdir_items(path)
+                return  # inside a folder walk, the referenced files are found by the walk
             yield ImportItem(str(path), path.stat().st_size, path.read_bytes)
         else:
             raise InvalidInput(f"{path} is not a file or folder")
+
+
+def _dicomdir_records(path: Path) -> list[Path]:
+    """The files a DICOMDIR references (PS3.10 media), resolved against its folder."""
+    try:
+        file_set = FileSet(dcmread(path))
+    except Exception as error:  # a damaged DICOMDIR is a clear refusal, not a crash
+        raise InvalidInput(f"{path}: unreadable DICOMDIR ({error})") from error
+    return [Path(instance.path) for instance in file_set]
 
 
 def _zip_items(path: Path) -> Iterator[ImportItem]:

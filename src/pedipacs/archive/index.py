@@ -10,8 +10,8 @@ from pedipacs.archive.duplicates import StoredIdentity
 from pedipacs.db.statements import insert_ignoring_conflict
 from pedipacs.db.tables import Change, Instance, Patient, Series, Study
 from pedipacs.dicom.header import InstanceHeader
-from pedipacs.dicom.values import pn_search_form
 from pedipacs.errors import InconsistentIdentityError
+from pedipacs.model.values import pn_search_form
 from pedipacs.storage.blob_store import BlobInfo
 
 

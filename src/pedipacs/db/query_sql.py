@@ -17,13 +17,6 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from pedipacs.db.catalog import ATTRIBUTES, LEVEL_TABLES, Attribute, ValueKind
 from pedipacs.db.tables import Instance, Patient, Series, Study
-from pedipacs.dicom.values import (
-    da_from_date,
-    pn_search_form,
-    range_bound_date,
-    range_bound_time,
-    tm_from_time,
-)
 from pedipacs.errors import InvalidQueryError
 from pedipacs.model.levels import QueryLevel
 from pedipacs.model.query import (
@@ -36,6 +29,13 @@ from pedipacs.model.query import (
     Universal,
     ValueList,
     Wildcard,
+)
+from pedipacs.model.values import (
+    da_from_date,
+    pn_search_form,
+    range_bound_date,
+    range_bound_time,
+    tm_from_time,
 )
 
 LIKE_ESCAPE = "\\"

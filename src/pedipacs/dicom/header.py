@@ -15,9 +15,9 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pedipacs.dicom.part10 import dataset_offset
-from pedipacs.dicom.values import date_from_da, time_from_tm
 from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError
 from pedipacs.model.identifiers import validated_uid
+from pedipacs.model.values import date_from_da, time_from_tm
 
 
 @dataclass(frozen=True, slots=True)

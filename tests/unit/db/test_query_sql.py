@@ -24,7 +24,6 @@ from conformance.cases import (
 )
 from pedipacs.config import Settings
 from pedipacs.db.query_sql import UID_CHUNK, compile_query
-from pedipacs.dicom.values import range_bound_date, range_bound_time
 from pedipacs.dimse.identifier import query_from_identifier
 from pedipacs.errors import InvalidInput, InvalidQueryError
 from pedipacs.model.levels import InformationModel, QueryLevel
@@ -39,6 +38,7 @@ from pedipacs.model.query import (
     ValueList,
     Wildcard,
 )
+from pedipacs.model.values import range_bound_date, range_bound_time
 from pedipacs.node import Node
 
 ORIGIN = Origin.cli("test")

@@ -1,4 +1,4 @@
-"""Conversions between DICOM value strings and Python values (DA, TM, PN)."""
+"""DICOM value strings (DA, TM, PN) to and from Python values; shared by every layer."""
 
 from __future__ import annotations
 
