@@ -1,41 +1,51 @@
 """SIGKILL the whole server while storescu is sending: nothing acknowledged is ever lost.
 
-The server (supervisor and both DIMSE workers) is killed at a seeded random point of a 500
-instance storescu run, restarted, and sent the rest, several times over. Afterwards every
-instance storescu saw acknowledged is retrieved over C-MOVE and compared byte for byte with the
-file sent; `pedipacs check` finds no index row without bytes; every blob file has an index row
-(the start-up sweep removed the orphans of the kills); and no temporary file is left.
+The server (supervisor and both DIMSE workers) is SIGKILLed during a 500 instance storescu run,
+after a seeded random number of acknowledgements, restarted, and sent the rest; three times,
+once in each of these states:
+
+- "response": just after a success response, while the next request comes in;
+- "request": while the server is reading and ingesting a request;
+- "blob-not-indexed": the index is write-locked from the test, so the server has written a blob
+  and is waiting to index it: the crash window between steps 5 and 7 of the ingest order.
+
+Afterwards every instance storescu saw acknowledged is retrieved with getscu and compared byte
+for byte with the file sent; `pedipacs check` finds no index row without bytes; every blob file
+has an index row (the start-up sweep removed the orphans); no temporary file is left; and the
+aggregates count each stored instance once.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import struct
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
 from pedipacs.db.tables import Instance, Series, Study
 from pedipacs.demo.generator import generate_small_instances
+from pedipacs.dicom.part10 import dataset_offset
 from pedipacs.storage.filesystem import TEMP_DIR_NAME
-from support.server import RunningServer, free_port
+from support.server import RunningServer
 
 SEED = 20261124
 INSTANCES = 500
-ROUNDS = 3
+KILL_MODES = ("response", "request", "blob-not-indexed")
 # Kill after this many acknowledgements in a round: a few tens to a few hundreds in all.
 KILL_AFTER = (30, 150)
-MOVE_DESTINATION_AE = "CRASHDEST"
 DEADLINE_SECONDS = 60.0
+POLL_SECONDS = 0.005  # polling interval while waiting, with a deadline, for a state
 
 # storescu -v prints one line per file sent and one per response, in order.
 SENDING_FILE = "I: Sending file: "
@@ -51,33 +61,54 @@ def dcmtk_env() -> dict[str, str]:
 
 @dataclass
 class StoreRun:
-    """What one storescu run reported, line by line, and whether we killed the server."""
+    """What one storescu run reported, line by line."""
 
     acknowledged: list[Path] = field(default_factory=list)
     refused: list[tuple[Path, str]] = field(default_factory=list)
-    killed_server: bool = False
+    triggered: bool = False
     returncode: int | None = None
     output: list[str] = field(default_factory=list)
 
 
-def send_and_kill(
-    server: RunningServer, files: list[Path], *, kill_after: int, trigger: str
+def send(
+    server: RunningServer,
+    files: list[Path],
+    *,
+    trigger_after: int | None = None,
+    trigger_on_request: bool = False,
+    on_trigger: Callable[[], None] = lambda: None,
 ) -> StoreRun:
-    """Send `files` on one association; SIGKILL the server after `kill_after` acknowledgements.
+    """Send `files` on one association, following storescu's report line by line.
 
-    trigger "response": right after the kill_after-th success response (the server has just
-    received the next request); trigger "request": right after storescu starts sending the
-    request that follows it (the server is reading or ingesting it).
+    After `trigger_after` acknowledgements, `on_trigger` runs once: right then, or if
+    `trigger_on_request`, as soon as storescu starts sending the next request.
     """
     by_name = {str(path): path for path in files}
     run = StoreRun()
     current: Path | None = None
     with subprocess.Popen(
-        ["storescu", "-v", "-aet", "CRASHTEST", "-aec", server.ae_title,
-         "-to", "30", "-ta", "30", "-td", "30",
-         "127.0.0.1", str(server.dicom_port), *by_name],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dcmtk_env(),
-    ) as process:  # fmt: skip
+        [
+            "storescu",
+            "-v",
+            "-aet",
+            "CRASHTEST",
+            "-aec",
+            server.ae_title,
+            "-to",
+            "30",
+            "-ta",
+            "30",
+            "-td",
+            "30",
+            "127.0.0.1",
+            str(server.dicom_port),
+            *by_name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dcmtk_env(),
+    ) as process:
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.rstrip("\n")
@@ -91,27 +122,56 @@ def send_and_kill(
                 else:
                     run.refused.append((current, line))
                 current = None
-            if run.killed_server:
-                continue
-            acknowledged = len(run.acknowledged)
-            if (trigger == "response" and acknowledged >= kill_after) or (
-                trigger == "request"
-                and acknowledged >= kill_after
-                and line.startswith(SENDING_REQUEST)
+            if (
+                not run.triggered
+                and trigger_after is not None
+                and len(run.acknowledged) >= trigger_after
+                and (line.startswith(SENDING_REQUEST) or not trigger_on_request)
             ):
-                server.kill()
-                run.killed_server = True
+                run.triggered = True
+                on_trigger()
         run.returncode = process.wait(timeout=DEADLINE_SECONDS)
     return run
 
 
-def store_all(server: RunningServer, files: list[Path]) -> StoreRun:
-    """Send `files` and expect every one acknowledged."""
-    run = send_and_kill(server, files, kill_after=len(files) + 1, trigger="response")
-    assert run.returncode == 0, "\n".join(run.output[-20:])
-    assert run.refused == []
-    assert sorted(run.acknowledged) == sorted(files)
-    return run
+@contextmanager
+def index_writes_blocked(database_url: str) -> Iterator[Callable[[], set[str]]]:
+    """Hold the index's write lock; yields a function listing the blob keys indexed so far."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database
+        connection = sqlite3.connect(url.database, timeout=DEADLINE_SECONDS)
+        try:
+            connection.isolation_level = None
+            connection.execute("BEGIN IMMEDIATE")  # the one SQLite writer is now us
+            yield lambda: {key for (key,) in connection.execute("SELECT blob_key FROM instance")}
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+        return
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as pg, pg.begin() as transaction:
+            # Readers pass; the server's INSERT INTO instance waits for us.
+            pg.execute(text("LOCK TABLE instance IN EXCLUSIVE MODE"))
+            yield lambda: set(pg.scalars(select(Instance.blob_key)))
+            transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+def kill_with_blob_not_indexed(server: RunningServer, orphans: set[str]) -> None:
+    """Block index writes, wait until the server has written a blob it cannot index, then
+    SIGKILL it; `orphans` receives the keys of the blobs that were never indexed."""
+    blob_root = server.data_dir / "blobs"
+    with index_writes_blocked(server.database_url) as indexed_keys:
+        indexed = indexed_keys()
+        deadline = time.monotonic() + DEADLINE_SECONDS / 4  # well inside SQLite's busy timeout
+        while not (blob_files(blob_root) - indexed):
+            assert time.monotonic() < deadline, "the server wrote no blob while the index waited"
+            time.sleep(POLL_SECONDS)
+        server.kill()
+        orphans.update(blob_files(blob_root) - indexed_keys())
 
 
 def wait_until_process_group_is_gone(pgid: int) -> None:
@@ -120,7 +180,7 @@ def wait_until_process_group_is_gone(pgid: int) -> None:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while _live_group_members(pgid):
         assert time.monotonic() < deadline, f"process group {pgid} outlived SIGKILL"
-        time.sleep(0.02)  # polling interval, with a deadline
+        time.sleep(POLL_SECONDS)
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -141,10 +201,7 @@ def _live_group_members(pgid: int) -> list[int]:
 def dataset_bytes(path: Path) -> bytes:
     """The bytes after the File Meta Information: what must survive unchanged."""
     data = path.read_bytes()
-    assert data[128:132] == b"DICM", path
-    group, element, vr, _length, meta_length = struct.unpack("<HH2sHI", data[132:144])
-    assert (group, element, vr) == (2, 0, b"UL"), path
-    return data[144 + meta_length :]
+    return data[dataset_offset(data) :]
 
 
 def sop_instance_uid(path: Path) -> str:
@@ -204,63 +261,68 @@ def blob_files(blob_root: Path) -> set[str]:
     }
 
 
-def pedipacs_cli(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pedipacs", *args,
-         "--data-dir", str(server.data_dir), "--database-url", server.database_url],
-        capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=False,
-    )  # fmt: skip
+def assert_storage_matches_index(server: RunningServer) -> IndexState:
+    """No index row without bytes, no bytes without an index row, no temporary file."""
+    index = read_index(server.database_url)
+    blob_root = server.data_dir / "blobs"
+    assert blob_files(blob_root) == set(index.blob_keys.values())
+    assert list((blob_root / TEMP_DIR_NAME).iterdir()) == []
+    for uid, (aggregate, rows) in {**index.study_counts, **index.series_counts}.items():
+        assert aggregate == rows, f"aggregate of {uid} is {aggregate}, {rows} rows exist"
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pedipacs",
+            "check",
+            "--no-sweep",
+            "--data-dir",
+            str(server.data_dir),
+            "--database-url",
+            server.database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_SECONDS,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "every indexed instance has its bytes" in check.stdout
+    return index
 
 
-@dataclass
-class MoveDestination:
-    ae_title: str
-    port: int
-    folder: Path
-
-
-@contextmanager
-def move_destination(server: RunningServer, folder: Path) -> Iterator[MoveDestination]:
-    """A DCMTK storescp writing received files unchanged (+B), registered as a peer."""
+def retrieve_studies(server: RunningServer, study_uids: set[str], folder: Path) -> dict[str, bytes]:
+    """C-GET each study into `folder`, bit-preserving, proposing the stored (explicit VR
+    little endian) syntax first; returns SOP Instance UID -> dataset bytes received."""
     folder.mkdir(parents=True)
-    port = free_port()
-    added = pedipacs_cli(
-        server, "peer", "add", "crash-destination", "--aet", MOVE_DESTINATION_AE,
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    with subprocess.Popen(
-        ["storescp", "+B", "-aet", MOVE_DESTINATION_AE, "-od", str(folder), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtk_env(),
-    ) as storescp:  # fmt: skip
-        try:
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while subprocess.run(
-                ["echoscu", "-to", "2", "-aec", MOVE_DESTINATION_AE, "127.0.0.1", str(port)],
-                capture_output=True, check=False,
-            ).returncode != 0:  # fmt: skip
-                assert storescp.poll() is None, "storescp exited"
-                assert time.monotonic() < deadline, "storescp never answered C-ECHO"
-                time.sleep(0.05)  # polling interval of a readiness probe
-            yield MoveDestination(MOVE_DESTINATION_AE, port, folder)
-        finally:
-            storescp.terminate()
-
-
-def retrieve_studies(
-    server: RunningServer, destination: MoveDestination, study_uids: set[str]
-) -> dict[str, bytes]:
-    """C-MOVE each study to the destination; returns SOP Instance UID -> dataset bytes."""
     for study_uid in sorted(study_uids):
-        moved = subprocess.run(
-            ["movescu", "-S", "-aet", "CRASHTEST", "-aec", server.ae_title,
-             "-aem", destination.ae_title, "-k", "QueryRetrieveLevel=STUDY",
-             "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(server.dicom_port)],
-            capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=False,
+        got = subprocess.run(
+            [
+                "getscu",
+                "-S",
+                "+xe",
+                "+B",
+                "-aet",
+                "CRASHTEST",
+                "-aec",
+                server.ae_title,
+                "-od",
+                str(folder),
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study_uid}",
+                "127.0.0.1",
+                str(server.dicom_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_SECONDS,
+            check=False,
             env=dcmtk_env(),
-        )  # fmt: skip
-        assert moved.returncode == 0, moved.stderr
-    return {sop_instance_uid(path): dataset_bytes(path) for path in destination.folder.iterdir()}
+        )
+        assert got.returncode == 0, got.stderr
+    return {sop_instance_uid(path): dataset_bytes(path) for path in folder.iterdir()}
 
 
 def test_acknowledged_instances_survive_repeated_sigkill_of_the_server_during_ingest(
@@ -270,13 +332,23 @@ def test_acknowledged_instances_survive_repeated_sigkill_of_the_server_during_in
     files = generate_small_instances(tmp_path / "sent", INSTANCES)
     pending = list(files)
     acknowledged: list[Path] = []
+    orphans: set[str] = set()
     running = server
     try:
-        for round_number in range(ROUNDS):
-            kill_after = rng.randint(*KILL_AFTER)
-            trigger = rng.choice(("response", "request"))
-            run = send_and_kill(running, pending, kill_after=kill_after, trigger=trigger)
-            assert run.killed_server, f"round {round_number}: storescu ended before the kill"
+        for mode in rng.sample(KILL_MODES, len(KILL_MODES)):
+            kill = (
+                partial(kill_with_blob_not_indexed, running, orphans)
+                if mode == "blob-not-indexed"
+                else running.kill
+            )
+            run = send(
+                running,
+                pending,
+                trigger_after=rng.randint(*KILL_AFTER),
+                trigger_on_request=mode == "request",
+                on_trigger=kill,
+            )
+            assert run.triggered, f"{mode}: storescu ended before the kill"
             assert run.refused == [], run.refused
             assert run.returncode != 0  # the association died with the server
             acknowledged += run.acknowledged
@@ -286,33 +358,23 @@ def test_acknowledged_instances_survive_repeated_sigkill_of_the_server_during_in
             running = running.restart()  # the start-up sweep runs here
 
         # After the final restart, before anything else is sent.
-        index = read_index(running.database_url)
-        blob_root = running.data_dir / "blobs"
-        assert blob_files(blob_root) == set(index.blob_keys.values())
-        assert list((blob_root / TEMP_DIR_NAME).iterdir()) == []
-        check = pedipacs_cli(running, "check", "--no-sweep")
-        assert check.returncode == 0, check.stdout + check.stderr
+        assert orphans, "the blob-not-indexed kill left no unindexed blob to sweep"
+        index = assert_storage_matches_index(running)
+        assert not orphans & set(index.blob_keys.values())
         acknowledged_uids = {sop_instance_uid(path) for path in acknowledged}
+        assert len(acknowledged_uids) == len(acknowledged)
         assert acknowledged_uids <= set(index.blob_keys)
-        assert len(acknowledged) == len(acknowledged_uids)
 
         # The rest goes in; instances indexed but never acknowledged come back as re-sends.
-        store_all(running, pending)
-
-        index = read_index(running.database_url)
+        rest = send(running, pending)
+        assert (rest.returncode, rest.refused) == (0, []), "\n".join(rest.output[-20:])
+        assert sorted(rest.acknowledged) == sorted(pending)
+        index = assert_storage_matches_index(running)
         assert len(index.blob_keys) == INSTANCES
-        assert blob_files(blob_root) == set(index.blob_keys.values())
-        assert list((blob_root / TEMP_DIR_NAME).iterdir()) == []
-        for uid, (aggregate, rows) in {**index.study_counts, **index.series_counts}.items():
-            assert aggregate == rows, f"aggregate of {uid} is {aggregate}, {rows} rows exist"
-        check = pedipacs_cli(running, "check", "--no-sweep")
-        assert check.returncode == 0, check.stdout + check.stderr
-        assert "every indexed instance has its bytes" in check.stdout
 
-        with move_destination(running, tmp_path / "retrieved") as destination:
-            retrieved = retrieve_studies(
-                running, destination, {study_instance_uid(path) for path in files}
-            )
+        retrieved = retrieve_studies(
+            running, {study_instance_uid(path) for path in files}, tmp_path / "retrieved"
+        )
         for path in acknowledged:
             uid = sop_instance_uid(path)
             assert uid in retrieved, f"acknowledged {path.name} ({uid}) was lost"
