@@ -3,7 +3,9 @@ aggregates. Helpers take the caller's session and never commit."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from dataclasses import dataclass
+
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from pedipacs.archive.duplicates import StoredIdentity
@@ -13,6 +15,12 @@ from pedipacs.dicom.header import InstanceHeader
 from pedipacs.errors import InconsistentIdentityError
 from pedipacs.model.values import pn_search_form
 from pedipacs.storage.blob_store import BlobInfo
+
+PATIENT: Table = Patient.__table__  # type: ignore[assignment]
+STUDY: Table = Study.__table__  # type: ignore[assignment]
+SERIES: Table = Series.__table__  # type: ignore[assignment]
+INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
+CHANGE: Table = Change.__table__  # type: ignore[assignment]
 
 
 def stored_identity(session: Session, sop_instance_uid: str) -> StoredIdentity | None:
@@ -44,34 +52,49 @@ def add_instance(
     dataset_sha256: str,
     source_ae_title: str | None,
 ) -> None:
-    """Index a new instance and keep every aggregate exact."""
-    patient_id = _patient(session, header)
-    study, is_new_study = _study(session, header, patient_id)
-    series, is_new_series = _series(session, header, study.id)
-    session.add(_instance_row(header, blob, dataset_sha256, series.id, source_ae_title))
+    """Index a new instance and keep every aggregate exact.
+
+    Core statements, not ORM objects: this runs once per received image and the ORM's unit of
+    work costs more than the SQL itself.
+    """
+    patient_fk = _patient(session, header)
+    study = _study(session, header, patient_fk)
+    series_fk, is_new_series = _series(session, header, study.id)
     session.execute(
-        update(Series)
-        .where(Series.id == series.id)
-        .values(number_of_series_related_instances=Series.number_of_series_related_instances + 1)
-    )
-    study.number_of_study_related_instances += 1
-    if is_new_series:
-        study.number_of_study_related_series += 1
-        study.modalities_in_study = _with_value(study.modalities_in_study, header.modality)
-    study.sop_classes_in_study = _with_value(study.sop_classes_in_study, header.sop_class_uid)
-    session.execute(
-        update(Patient)
-        .where(Patient.id == patient_id)
-        .values(
-            number_of_patient_related_instances=Patient.number_of_patient_related_instances + 1,
-            number_of_patient_related_series=Patient.number_of_patient_related_series
-            + int(is_new_series),
-            number_of_patient_related_studies=Patient.number_of_patient_related_studies
-            + int(is_new_study),
+        insert(INSTANCE).values(
+            _instance_values(header, blob, dataset_sha256, series_fk, source_ae_title)
         )
     )
-    session.add(
-        Change(
+    session.execute(
+        update(SERIES)
+        .where(SERIES.c.id == series_fk)
+        .values(number_of_series_related_instances=SERIES.c.number_of_series_related_instances + 1)
+    )
+    study_changes: dict[str, object] = {
+        "number_of_study_related_instances": STUDY.c.number_of_study_related_instances + 1,
+        "number_of_study_related_series": STUDY.c.number_of_study_related_series
+        + int(is_new_series),
+    }
+    modalities = _with_value(study.modalities_in_study, header.modality)
+    if is_new_series and modalities != study.modalities_in_study:
+        study_changes["modalities_in_study"] = modalities
+    sop_classes = _with_value(study.sop_classes_in_study, header.sop_class_uid)
+    if sop_classes != study.sop_classes_in_study:
+        study_changes["sop_classes_in_study"] = sop_classes
+    session.execute(update(STUDY).where(STUDY.c.id == study.id).values(study_changes))
+    session.execute(
+        update(PATIENT)
+        .where(PATIENT.c.id == patient_fk)
+        .values(
+            number_of_patient_related_instances=PATIENT.c.number_of_patient_related_instances + 1,
+            number_of_patient_related_series=PATIENT.c.number_of_patient_related_series
+            + int(is_new_series),
+            number_of_patient_related_studies=PATIENT.c.number_of_patient_related_studies
+            + int(study.is_new),
+        )
+    )
+    session.execute(
+        insert(CHANGE).values(
             change_type="NEW_INSTANCE",
             level="IMAGE",
             uid=header.sop_instance_uid,
@@ -102,8 +125,8 @@ def replace_instance(
             source_ae_title=source_ae_title,
         )
     )
-    session.add(
-        Change(
+    session.execute(
+        insert(CHANGE).values(
             change_type="REPLACED_INSTANCE",
             level="IMAGE",
             uid=header.sop_instance_uid,
@@ -113,15 +136,15 @@ def replace_instance(
 
 
 def _patient(session: Session, header: InstanceHeader) -> int:
-    key = (Patient.patient_id == header.patient_id) & (
-        Patient.issuer_of_patient_id == header.issuer_of_patient_id
+    key = (PATIENT.c.patient_id == header.patient_id) & (
+        PATIENT.c.issuer_of_patient_id == header.issuer_of_patient_id
     )
-    patient_id = session.scalar(select(Patient.id).where(key))
-    if patient_id is not None:
-        return patient_id
+    patient_fk = session.execute(select(PATIENT.c.id).where(key)).scalar()
+    if patient_fk is not None:
+        return int(patient_fk)
     insert_ignoring_conflict(
         session,
-        Patient.__table__,  # type: ignore[arg-type]
+        PATIENT,
         {
             "patient_id": header.patient_id,
             "issuer_of_patient_id": header.issuer_of_patient_id,
@@ -136,115 +159,139 @@ def _patient(session: Session, header: InstanceHeader) -> int:
         },
         ["patient_id", "issuer_of_patient_id"],
     )
-    return session.execute(select(Patient.id).where(key)).scalar_one()
+    return int(session.execute(select(PATIENT.c.id).where(key)).scalar_one())
 
 
-def _study(session: Session, header: InstanceHeader, patient_fk: int) -> tuple[Study, bool]:
-    """The study row, locked for the aggregate update; created when new."""
+@dataclass(frozen=True, slots=True)
+class _StudyRow:
+    id: int
+    patient_fk: int
+    modalities_in_study: str
+    sop_classes_in_study: str
+    is_new: bool
+
+
+def _study(session: Session, header: InstanceHeader, patient_fk: int) -> _StudyRow:
+    """The study row, locked (on PostgreSQL) for the aggregate update; created when new."""
     query = (
-        select(Study).where(Study.study_instance_uid == header.study_instance_uid).with_for_update()
-    )
-    study = session.scalar(query)
-    is_new = False
-    if study is None:
-        insert_ignoring_conflict(
-            session,
-            Study.__table__,  # type: ignore[arg-type]
-            {
-                "patient_fk": patient_fk,
-                "study_instance_uid": header.study_instance_uid,
-                "study_date": header.study_date,
-                "study_time": header.study_time,
-                "accession_number": header.accession_number,
-                "study_id": header.study_id,
-                "study_description": header.study_description,
-                "referring_physician_name": header.referring_physician_name,
-                "referring_physician_name_search": pn_search_form(header.referring_physician_name),
-                "patient_age": header.patient_age,
-                "patient_size": header.patient_size,
-                "patient_weight": header.patient_weight,
-                "institution_name": header.institution_name,
-                "modalities_in_study": "",
-                "sop_classes_in_study": "",
-                "number_of_study_related_series": 0,
-                "number_of_study_related_instances": 0,
-            },
-            ["study_instance_uid"],
+        select(
+            STUDY.c.id,
+            STUDY.c.patient_fk,
+            STUDY.c.modalities_in_study,
+            STUDY.c.sop_classes_in_study,
+            STUDY.c.number_of_study_related_instances,
         )
-        study = session.execute(query).scalar_one()
-        is_new = study.number_of_study_related_instances == 0
-    if study.patient_fk != patient_fk:
+        .where(STUDY.c.study_instance_uid == header.study_instance_uid)
+        .with_for_update()
+    )
+    row = session.execute(query).first()
+    if row is None:
+        insert_ignoring_conflict(
+            session, STUDY, _new_study_values(header, patient_fk), ["study_instance_uid"]
+        )
+        row = session.execute(query).one()
+    if row.patient_fk != patient_fk:
         raise InconsistentIdentityError(
             f"study {header.study_instance_uid} is stored for another patient than "
             f"PatientID {header.patient_id!r}"
         )
-    return study, is_new
+    # Under the study lock, a study without instances is one this transaction created.
+    return _StudyRow(
+        id=row.id,
+        patient_fk=row.patient_fk,
+        modalities_in_study=row.modalities_in_study,
+        sop_classes_in_study=row.sop_classes_in_study,
+        is_new=row.number_of_study_related_instances == 0,
+    )
 
 
-def _series(session: Session, header: InstanceHeader, study_fk: int) -> tuple[Series, bool]:
-    query = select(Series).where(Series.series_instance_uid == header.series_instance_uid)
-    series = session.scalar(query)
-    is_new = False
-    if series is None:
+def _new_study_values(header: InstanceHeader, patient_fk: int) -> dict[str, object]:
+    return {
+        "patient_fk": patient_fk,
+        "study_instance_uid": header.study_instance_uid,
+        "study_date": header.study_date,
+        "study_time": header.study_time,
+        "accession_number": header.accession_number,
+        "study_id": header.study_id,
+        "study_description": header.study_description,
+        "referring_physician_name": header.referring_physician_name,
+        "referring_physician_name_search": pn_search_form(header.referring_physician_name),
+        "patient_age": header.patient_age,
+        "patient_size": header.patient_size,
+        "patient_weight": header.patient_weight,
+        "institution_name": header.institution_name,
+        "modalities_in_study": "",
+        "sop_classes_in_study": "",
+        "number_of_study_related_series": 0,
+        "number_of_study_related_instances": 0,
+    }
+
+
+def _series(session: Session, header: InstanceHeader, study_fk: int) -> tuple[int, bool]:
+    query = select(
+        SERIES.c.id, SERIES.c.study_fk, SERIES.c.number_of_series_related_instances
+    ).where(SERIES.c.series_instance_uid == header.series_instance_uid)
+    row = session.execute(query).first()
+    if row is None:
         insert_ignoring_conflict(
-            session,
-            Series.__table__,  # type: ignore[arg-type]
-            {
-                "study_fk": study_fk,
-                "series_instance_uid": header.series_instance_uid,
-                "modality": header.modality,
-                "series_number": header.series_number,
-                "series_description": header.series_description,
-                "series_date": header.series_date,
-                "series_time": header.series_time,
-                "body_part_examined": header.body_part_examined,
-                "laterality": header.laterality,
-                "protocol_name": header.protocol_name,
-                "station_name": header.station_name,
-                "manufacturer": header.manufacturer,
-                "institution_name": header.institution_name,
-                "performed_procedure_step_start_date": header.performed_procedure_step_start_date,
-                "performed_procedure_step_start_time": header.performed_procedure_step_start_time,
-                "number_of_series_related_instances": 0,
-            },
-            ["series_instance_uid"],
+            session, SERIES, _new_series_values(header, study_fk), ["series_instance_uid"]
         )
-        series = session.execute(query).scalar_one()
-        # Under the study lock, a series with no instance yet is one we just created.
-        is_new = series.number_of_series_related_instances == 0
-    if series.study_fk != study_fk:
+        row = session.execute(query).one()
+    if row.study_fk != study_fk:
         raise InconsistentIdentityError(
             f"series {header.series_instance_uid} is stored under another study than "
             f"{header.study_instance_uid}"
         )
-    return series, is_new
+    # Under the study lock, a series with no instance yet is one this transaction created.
+    return int(row.id), row.number_of_series_related_instances == 0
 
 
-def _instance_row(
+def _new_series_values(header: InstanceHeader, study_fk: int) -> dict[str, object]:
+    return {
+        "study_fk": study_fk,
+        "series_instance_uid": header.series_instance_uid,
+        "modality": header.modality,
+        "series_number": header.series_number,
+        "series_description": header.series_description,
+        "series_date": header.series_date,
+        "series_time": header.series_time,
+        "body_part_examined": header.body_part_examined,
+        "laterality": header.laterality,
+        "protocol_name": header.protocol_name,
+        "station_name": header.station_name,
+        "manufacturer": header.manufacturer,
+        "institution_name": header.institution_name,
+        "performed_procedure_step_start_date": header.performed_procedure_step_start_date,
+        "performed_procedure_step_start_time": header.performed_procedure_step_start_time,
+        "number_of_series_related_instances": 0,
+    }
+
+
+def _instance_values(
     header: InstanceHeader,
     blob: BlobInfo,
     dataset_sha256: str,
     series_fk: int,
     source_ae_title: str | None,
-) -> Instance:
-    return Instance(
-        series_fk=series_fk,
-        sop_instance_uid=header.sop_instance_uid,
-        sop_class_uid=header.sop_class_uid,
-        transfer_syntax_uid=header.transfer_syntax_uid,
-        instance_number=header.instance_number,
-        content_date=header.content_date,
-        content_time=header.content_time,
-        acquisition_number=header.acquisition_number,
-        rows=header.rows,
-        columns=header.columns,
-        number_of_frames=header.number_of_frames,
-        blob_key=blob.key,
-        size=blob.size,
-        sha256=blob.sha256,
-        dataset_sha256=dataset_sha256,
-        source_ae_title=source_ae_title,
-    )
+) -> dict[str, object]:
+    return {
+        "series_fk": series_fk,
+        "sop_instance_uid": header.sop_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+        "transfer_syntax_uid": header.transfer_syntax_uid,
+        "instance_number": header.instance_number,
+        "content_date": header.content_date,
+        "content_time": header.content_time,
+        "acquisition_number": header.acquisition_number,
+        "rows": header.rows,
+        "columns": header.columns,
+        "number_of_frames": header.number_of_frames,
+        "blob_key": blob.key,
+        "size": blob.size,
+        "sha256": blob.sha256,
+        "dataset_sha256": dataset_sha256,
+        "source_ae_title": source_ae_title,
+    }
 
 
 def _with_value(joined: str, value: str | None) -> str:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -43,9 +44,13 @@ _T = TypeVar("_T")
 
 
 def new_blob_key() -> str:
-    """An opaque key, spread over 65,536 folders; never derived from a UID."""
+    """An opaque key, never derived from a UID: the day of arrival and a random name.
+
+    Day folders are created once a day (few directory fsyncs), and 256 sub-folders keep each
+    folder small even at tens of thousands of images a day.
+    """
     name = uuid.uuid4().hex
-    return f"{name[:2]}/{name[2:4]}/{name}.dcm"
+    return f"{datetime.now(UTC):%Y/%m/%d}/{name[:2]}/{name}.dcm"
 
 
 @dataclass(frozen=True, slots=True)

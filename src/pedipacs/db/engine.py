@@ -7,8 +7,11 @@ serialization or deadlock error are retried with jittered back-off.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,12 +62,47 @@ def _create(url: str, *, is_writer: bool) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+class WriterLock:
+    """One SQLite writer at a time across the threads and processes of this machine.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between retries, so two DIMSE worker
+    processes contending for the write lock would spend their time asleep. A kernel file lock
+    hands over the moment it is released.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 class Database:
     """The index database: a writer and a reader engine (one and the same on PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._writer_lock: WriterLock | None = None
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            self._writer_lock = WriterLock(Path(f"{parsed.database}.writer-lock"))
         self.write_engine = _create(url, is_writer=True)
         self.read_engine = _create(url, is_writer=False) if self.is_sqlite else self.write_engine
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
@@ -73,8 +111,16 @@ class Database:
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
         """A write transaction: commits once on success, rolls back on any error."""
-        with self._write_sessions() as session, session.begin():
+        with self._writer_turn(), self._write_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        if self._writer_lock is None:
+            yield
+            return
+        with self._writer_lock.held():
+            yield
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -102,6 +148,8 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

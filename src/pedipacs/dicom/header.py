@@ -15,7 +15,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pedipacs.dicom.part10 import dataset_offset
-from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError
+from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError, PedipacsError
 from pedipacs.model.identifiers import validated_uid
 from pedipacs.model.values import date_from_da, time_from_tm
 
@@ -74,9 +74,6 @@ def read_dataset_header(data: bytes) -> Dataset:
     try:
         dataset = dcmread(BytesIO(data), stop_before_pixels=True, defer_size=4096)
         _check_lengths(dataset, len(data), data)
-        # Decode every element so a garbled header fails here, not later.
-        for _ in dataset.iterall():
-            pass
     except NotDicomError:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as error:
@@ -115,6 +112,15 @@ def _check_lengths(dataset: Dataset, size: int, data: bytes) -> None:
 
 def header_from_dataset(dataset: Dataset) -> InstanceHeader:
     """Validate the identifying attributes and build the index record."""
+    try:
+        return _header(dataset)
+    except PedipacsError:
+        raise
+    except Exception as error:  # a value pydicom cannot decode: the header is garbled
+        raise NotDicomError(f"unreadable attribute value: {error}") from error
+
+
+def _header(dataset: Dataset) -> InstanceHeader:
     meta = getattr(dataset, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     if not transfer_syntax:

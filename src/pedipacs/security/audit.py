@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from pedipacs.db.tables import AuditEvent
 from pedipacs.model.origin import Origin
+
+AUDIT_EVENT: Table = AuditEvent.__table__  # type: ignore[assignment]
 
 
 class AuditEventId(Enum):
@@ -57,8 +60,8 @@ class AuditRecord:
 def record(session: Session, entry: AuditRecord) -> None:
     """Add the audit row to the caller's transaction; it commits (or not) with the action."""
     code, meaning = entry.event.value
-    session.add(
-        AuditEvent(
+    session.execute(
+        insert(AUDIT_EVENT).values(
             event_id=code,
             event_name=meaning,
             event_action=entry.action,
