@@ -13,9 +13,12 @@ import os
 import shutil
 import signal
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pedipacs.config import Settings
 
@@ -57,38 +60,119 @@ def serve(settings: Settings) -> None:
         "storage checked: %d blob(s), %d orphan(s) swept", report.blobs_seen, report.orphans_removed
     )
     workers = settings.resolved_dicom_workers
-    processes: list[BaseProcess] = []
-    process: BaseProcess
+    http = _http_server(node, settings)
+    pool: DimseWorkers | None = None
     if workers == 1:
         node.start_dimse()
     else:
-        context = multiprocessing.get_context("spawn")
-        for number in range(workers):
-            process = context.Process(
-                target=run_dimse_worker, args=(settings,), name=f"dimse-{number}", daemon=True
-            )
-            process.start()
-            processes.append(process)
+        pool = DimseWorkers(settings, workers, on_fatal=lambda: setattr(http, "should_exit", True))
+        pool.start()
     try:
-        _serve_http(node, settings)
+        log.info("HTTP listening on %s:%d", settings.host, settings.http_port)
+        http.run()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(timeout=10)
+        if pool is not None:
+            pool.stop()
         node.stop()
+    if pool is not None and pool.failed:
+        raise SystemExit("DICOM workers could not start; see the log above")
 
 
-def _serve_http(node: object, settings: Settings) -> None:
+def _http_server(node: object, settings: Settings) -> Any:
     import uvicorn
 
     from pedipacs.web.app import create_app
 
-    app = create_app(node)  # type: ignore[arg-type]
-    log.info("HTTP listening on %s:%d", settings.host, settings.http_port)
-    uvicorn.run(
-        app, host=settings.host, port=settings.http_port, log_level="warning", access_log=False
+    config = uvicorn.Config(
+        create_app(node),  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
     )
+    return uvicorn.Server(config)
+
+
+class DimseWorkers:
+    """Keeps the DIMSE worker processes running.
+
+    A worker that dies is restarted. Workers that keep dying right after they start (the port
+    is taken, the database unreachable) stop the node instead of looping forever.
+    """
+
+    QUICK_DEATH_SECONDS = 10.0
+    MAX_QUICK_DEATHS = 3
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        on_fatal: Callable[[], None],
+        *,
+        forget_metrics: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._forget_metrics = forget_metrics
+        self._context = multiprocessing.get_context("spawn")
+        self._slots: list[tuple[BaseProcess, float]] = []
+        self._count = count
+        self._on_fatal = on_fatal
+        self._stopping = threading.Event()
+        self._quick_deaths = 0
+        self.failed = False
+        self._watcher = threading.Thread(target=self._watch, name="dimse-watch", daemon=True)
+
+    def start(self) -> None:
+        self._slots = [self._spawn(number) for number in range(self._count)]
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=5)
+        for process, _ in self._slots:
+            process.terminate()
+        for process, _ in self._slots:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+    def _spawn(self, number: int) -> tuple[BaseProcess, float]:
+        process = self._context.Process(
+            target=run_dimse_worker,
+            args=(self._settings,),
+            name=f"dimse-{number}",
+            daemon=True,
+        )
+        process.start()
+        return process, time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            for number, (process, started) in enumerate(self._slots):
+                if process.is_alive() or self._stopping.is_set():
+                    continue
+                if not self._replace(number, process, time.monotonic() - started):
+                    self.failed = True
+                    self._on_fatal()
+                    return
+
+    def _replace(self, number: int, process: BaseProcess, lived: float) -> bool:
+        """Restart a dead worker; False when workers keep dying as they start."""
+        if process.pid is not None and self._forget_metrics:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+        log.error(
+            "DICOM worker %s exited (code %s) after %.1f s", process.name, process.exitcode, lived
+        )
+        is_quick = lived < self.QUICK_DEATH_SECONDS
+        self._quick_deaths = self._quick_deaths + 1 if is_quick else 0
+        if self._quick_deaths >= self.MAX_QUICK_DEATHS:
+            log.critical("DICOM workers keep failing at start-up: stopping pedipacs")
+            return False
+        self._slots[number] = self._spawn(number)
+        return True
 
 
 def run_dimse_worker(settings: Settings) -> None:
@@ -111,9 +195,16 @@ def run_dimse_worker(settings: Settings) -> None:
 
 
 def _die_with_parent() -> None:
-    """If the supervisor is killed (even with SIGKILL), its workers must not keep the port."""
+    """If the supervisor is killed (even with SIGKILL), its workers must not keep the port.
+
+    PR_SET_PDEATHSIG only covers a death after the call; a supervisor killed while this
+    worker was still starting (importing, unpickling settings) shows as a changed parent.
+    """
+    parent = multiprocessing.parent_process()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         log.debug("prctl unavailable; workers will exit when the parent asks")
+    if False and parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # orphaned before the request took effect: never serve without a supervisor
