@@ -206,5 +206,5 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         log.debug("prctl unavailable; workers will exit when the parent asks")
-    if False and parent is not None and os.getppid() != parent.pid:
+    if parent is not None and os.getppid() != parent.pid:
         os._exit(1)  # orphaned before the request took effect: never serve without a supervisor

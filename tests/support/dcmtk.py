@@ -80,7 +80,7 @@ def findscu(
     for key in keys:
         args += ["-k", key]
     result = run([*args, "127.0.0.1", str(server.dicom_port)])
-    responses = [dcmread(path) for path in sorted(output_dir.glob("rsp*.dcm"))]
+    responses: list[Dataset] = [dcmread(p) for p in sorted(output_dir.glob("rsp*.dcm"))]
     return result, responses
 
 

@@ -1,11 +1,17 @@
 """Writing one instance into the index: patient, study, series and instance rows with their
-aggregates. Helpers take the caller's session and never commit."""
+aggregates. Helpers take the caller's session and never commit.
+
+This runs once per received image, so it uses statements built once at import, executed on the
+session's connection: the ORM's unit of work, and building statements per call, would cost more
+than the SQL itself.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from pedipacs.archive.duplicates import StoredIdentity
@@ -22,19 +28,78 @@ SERIES: Table = Series.__table__  # type: ignore[assignment]
 INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
 CHANGE: Table = Change.__table__  # type: ignore[assignment]
 
+# Bound parameter names start with b_ so they never collide with a column of an UPDATE.
+_STORED_IDENTITY = (
+    select(
+        INSTANCE.c.dataset_sha256,
+        STUDY.c.study_instance_uid,
+        SERIES.c.series_instance_uid,
+        INSTANCE.c.blob_key,
+    )
+    .select_from(
+        INSTANCE.join(SERIES, INSTANCE.c.series_fk == SERIES.c.id).join(
+            STUDY, SERIES.c.study_fk == STUDY.c.id
+        )
+    )
+    .where(INSTANCE.c.sop_instance_uid == bindparam("b_uid"))
+)
+_PATIENT_ID = select(PATIENT.c.id).where(
+    PATIENT.c.patient_id == bindparam("b_patient_id"),
+    PATIENT.c.issuer_of_patient_id == bindparam("b_issuer"),
+)
+_STUDY_LOCKED = (
+    select(
+        STUDY.c.id,
+        STUDY.c.patient_fk,
+        STUDY.c.modalities_in_study,
+        STUDY.c.sop_classes_in_study,
+        STUDY.c.number_of_study_related_instances,
+    )
+    .where(STUDY.c.study_instance_uid == bindparam("b_uid"))
+    .with_for_update()
+)
+_SERIES = select(SERIES.c.id, SERIES.c.study_fk, SERIES.c.number_of_series_related_instances).where(
+    SERIES.c.series_instance_uid == bindparam("b_uid")
+)
+_INSERT_INSTANCE = insert(INSTANCE)
+_INSERT_CHANGE = insert(CHANGE)
+_COUNT_SERIES = (
+    update(SERIES)
+    .where(SERIES.c.id == bindparam("b_id"))
+    .values(number_of_series_related_instances=SERIES.c.number_of_series_related_instances + 1)
+)
+_COUNT_STUDY = (
+    update(STUDY)
+    .where(STUDY.c.id == bindparam("b_id"))
+    .values(
+        number_of_study_related_instances=STUDY.c.number_of_study_related_instances + 1,
+        number_of_study_related_series=STUDY.c.number_of_study_related_series
+        + bindparam("b_new_series"),
+    )
+)
+_STUDY_VALUE_SETS = (
+    update(STUDY)
+    .where(STUDY.c.id == bindparam("b_id"))
+    .values(
+        modalities_in_study=bindparam("b_modalities"),
+        sop_classes_in_study=bindparam("b_sop_classes"),
+    )
+)
+_COUNT_PATIENT = (
+    update(PATIENT)
+    .where(PATIENT.c.id == bindparam("b_id"))
+    .values(
+        number_of_patient_related_instances=PATIENT.c.number_of_patient_related_instances + 1,
+        number_of_patient_related_series=PATIENT.c.number_of_patient_related_series
+        + bindparam("b_new_series"),
+        number_of_patient_related_studies=PATIENT.c.number_of_patient_related_studies
+        + bindparam("b_new_study"),
+    )
+)
+
 
 def stored_identity(session: Session, sop_instance_uid: str) -> StoredIdentity | None:
-    row = session.execute(
-        select(
-            Instance.dataset_sha256,
-            Study.study_instance_uid,
-            Series.series_instance_uid,
-            Instance.blob_key,
-        )
-        .join(Series, Instance.series_fk == Series.id)
-        .join(Study, Series.study_fk == Study.id)
-        .where(Instance.sop_instance_uid == sop_instance_uid)
-    ).first()
+    row = session.connection().execute(_STORED_IDENTITY, {"b_uid": sop_instance_uid}).first()
     if row is None:
         return None
     return StoredIdentity(
@@ -52,54 +117,38 @@ def add_instance(
     dataset_sha256: str,
     source_ae_title: str | None,
 ) -> None:
-    """Index a new instance and keep every aggregate exact.
-
-    Core statements, not ORM objects: this runs once per received image and the ORM's unit of
-    work costs more than the SQL itself.
-    """
-    patient_fk = _patient(session, header)
-    study = _study(session, header, patient_fk)
-    series_fk, is_new_series = _series(session, header, study.id)
-    session.execute(
-        insert(INSTANCE).values(
-            _instance_values(header, blob, dataset_sha256, series_fk, source_ae_title)
-        )
+    """Index a new instance and keep every aggregate exact."""
+    connection = session.connection()
+    patient_fk = _patient(connection, header)
+    study = _study(connection, header, patient_fk)
+    series_fk, is_new_series = _series(connection, header, study.id)
+    connection.execute(
+        _INSERT_INSTANCE,
+        _instance_values(header, blob, dataset_sha256, series_fk, source_ae_title),
     )
-    session.execute(
-        update(SERIES)
-        .where(SERIES.c.id == series_fk)
-        .values(number_of_series_related_instances=SERIES.c.number_of_series_related_instances + 1)
-    )
-    study_changes: dict[str, object] = {
-        "number_of_study_related_instances": STUDY.c.number_of_study_related_instances + 1,
-        "number_of_study_related_series": STUDY.c.number_of_study_related_series
-        + int(is_new_series),
-    }
-    modalities = _with_value(study.modalities_in_study, header.modality)
-    if is_new_series and modalities != study.modalities_in_study:
-        study_changes["modalities_in_study"] = modalities
+    connection.execute(_COUNT_SERIES, {"b_id": series_fk})
+    connection.execute(_COUNT_STUDY, {"b_id": study.id, "b_new_series": int(is_new_series)})
+    modalities = study.modalities_in_study
+    if is_new_series:
+        modalities = _with_value(modalities, header.modality)
     sop_classes = _with_value(study.sop_classes_in_study, header.sop_class_uid)
-    if sop_classes != study.sop_classes_in_study:
-        study_changes["sop_classes_in_study"] = sop_classes
-    session.execute(update(STUDY).where(STUDY.c.id == study.id).values(study_changes))
-    session.execute(
-        update(PATIENT)
-        .where(PATIENT.c.id == patient_fk)
-        .values(
-            number_of_patient_related_instances=PATIENT.c.number_of_patient_related_instances + 1,
-            number_of_patient_related_series=PATIENT.c.number_of_patient_related_series
-            + int(is_new_series),
-            number_of_patient_related_studies=PATIENT.c.number_of_patient_related_studies
-            + int(study.is_new),
+    if (modalities, sop_classes) != (study.modalities_in_study, study.sop_classes_in_study):
+        connection.execute(
+            _STUDY_VALUE_SETS,
+            {"b_id": study.id, "b_modalities": modalities, "b_sop_classes": sop_classes},
         )
+    connection.execute(
+        _COUNT_PATIENT,
+        {"b_id": patient_fk, "b_new_series": int(is_new_series), "b_new_study": int(study.is_new)},
     )
-    session.execute(
-        insert(CHANGE).values(
-            change_type="NEW_INSTANCE",
-            level="IMAGE",
-            uid=header.sop_instance_uid,
-            study_instance_uid=header.study_instance_uid,
-        )
+    connection.execute(
+        _INSERT_CHANGE,
+        {
+            "change_type": "NEW_INSTANCE",
+            "level": "IMAGE",
+            "uid": header.sop_instance_uid,
+            "study_instance_uid": header.study_instance_uid,
+        },
     )
 
 
@@ -125,25 +174,24 @@ def replace_instance(
             source_ae_title=source_ae_title,
         )
     )
-    session.execute(
-        insert(CHANGE).values(
-            change_type="REPLACED_INSTANCE",
-            level="IMAGE",
-            uid=header.sop_instance_uid,
-            study_instance_uid=header.study_instance_uid,
-        )
+    session.connection().execute(
+        _INSERT_CHANGE,
+        {
+            "change_type": "REPLACED_INSTANCE",
+            "level": "IMAGE",
+            "uid": header.sop_instance_uid,
+            "study_instance_uid": header.study_instance_uid,
+        },
     )
 
 
-def _patient(session: Session, header: InstanceHeader) -> int:
-    key = (PATIENT.c.patient_id == header.patient_id) & (
-        PATIENT.c.issuer_of_patient_id == header.issuer_of_patient_id
-    )
-    patient_fk = session.execute(select(PATIENT.c.id).where(key)).scalar()
+def _patient(connection: Connection, header: InstanceHeader) -> int:
+    key = {"b_patient_id": header.patient_id, "b_issuer": header.issuer_of_patient_id}
+    patient_fk = connection.execute(_PATIENT_ID, key).scalar()
     if patient_fk is not None:
         return int(patient_fk)
     insert_ignoring_conflict(
-        session,
+        connection,
         PATIENT,
         {
             "patient_id": header.patient_id,
@@ -159,7 +207,7 @@ def _patient(session: Session, header: InstanceHeader) -> int:
         },
         ["patient_id", "issuer_of_patient_id"],
     )
-    return int(session.execute(select(PATIENT.c.id).where(key)).scalar_one())
+    return int(connection.execute(_PATIENT_ID, key).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +219,15 @@ class _StudyRow:
     is_new: bool
 
 
-def _study(session: Session, header: InstanceHeader, patient_fk: int) -> _StudyRow:
+def _study(connection: Connection, header: InstanceHeader, patient_fk: int) -> _StudyRow:
     """The study row, locked (on PostgreSQL) for the aggregate update; created when new."""
-    query = (
-        select(
-            STUDY.c.id,
-            STUDY.c.patient_fk,
-            STUDY.c.modalities_in_study,
-            STUDY.c.sop_classes_in_study,
-            STUDY.c.number_of_study_related_instances,
-        )
-        .where(STUDY.c.study_instance_uid == header.study_instance_uid)
-        .with_for_update()
-    )
-    row = session.execute(query).first()
+    key = {"b_uid": header.study_instance_uid}
+    row = connection.execute(_STUDY_LOCKED, key).first()
     if row is None:
         insert_ignoring_conflict(
-            session, STUDY, _new_study_values(header, patient_fk), ["study_instance_uid"]
+            connection, STUDY, _new_study_values(header, patient_fk), ["study_instance_uid"]
         )
-        row = session.execute(query).one()
+        row = connection.execute(_STUDY_LOCKED, key).one()
     if row.patient_fk != patient_fk:
         raise InconsistentIdentityError(
             f"study {header.study_instance_uid} is stored for another patient than "
@@ -227,16 +265,14 @@ def _new_study_values(header: InstanceHeader, patient_fk: int) -> dict[str, obje
     }
 
 
-def _series(session: Session, header: InstanceHeader, study_fk: int) -> tuple[int, bool]:
-    query = select(
-        SERIES.c.id, SERIES.c.study_fk, SERIES.c.number_of_series_related_instances
-    ).where(SERIES.c.series_instance_uid == header.series_instance_uid)
-    row = session.execute(query).first()
+def _series(connection: Connection, header: InstanceHeader, study_fk: int) -> tuple[int, bool]:
+    key = {"b_uid": header.series_instance_uid}
+    row = connection.execute(_SERIES, key).first()
     if row is None:
         insert_ignoring_conflict(
-            session, SERIES, _new_series_values(header, study_fk), ["series_instance_uid"]
+            connection, SERIES, _new_series_values(header, study_fk), ["series_instance_uid"]
         )
-        row = session.execute(query).one()
+        row = connection.execute(_SERIES, key).one()
     if row.study_fk != study_fk:
         raise InconsistentIdentityError(
             f"series {header.series_instance_uid} is stored under another study than "
@@ -273,7 +309,7 @@ def _instance_values(
     dataset_sha256: str,
     series_fk: int,
     source_ae_title: str | None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     return {
         "series_fk": series_fk,
         "sop_instance_uid": header.sop_instance_uid,

@@ -31,7 +31,11 @@ class QueryService:
         """
         statement = compile_query(query)
         keywords = query.requested_keywords
-        self._audit(query, origin)
+        try:
+            self._audit(query, origin)
+        except OperationalError as error:
+            # No audit record, no access: patient data leaves only when the access is on record.
+            raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
         started = time.perf_counter()
         try:
             with self._database.reading() as session:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -34,7 +35,17 @@ class RetrieveService:
                 rows = session.execute(compile_locations(query)).all()
         except OperationalError as error:
             raise StorageUnavailable(f"the index database cannot be read: {error.orig}") from error
-        locations = [
+        locations = self._locations(rows)
+        try:
+            self._audit(locations, origin, purpose)
+        except OperationalError as error:
+            # No audit record, no access: patient data leaves only when the access is on record.
+            raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
+        return locations
+
+    @staticmethod
+    def _locations(rows: Sequence[Any]) -> list[InstanceLocation]:
+        return [
             InstanceLocation(
                 sop_instance_uid=row.sop_instance_uid,
                 sop_class_uid=row.sop_class_uid,
@@ -46,8 +57,6 @@ class RetrieveService:
             )
             for row in rows
         ]
-        self._audit(locations, origin, purpose)
-        return locations
 
     def local_path(self, location: InstanceLocation) -> Path | None:
         """The stored file itself when the store is local (for zero-copy sending), else None."""

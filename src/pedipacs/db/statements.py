@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 
 def insert_ignoring_conflict(
-    session: Session, table: Table, values: dict[str, Any], conflict_columns: list[str]
+    connection: Connection, table: Table, values: dict[str, Any], conflict_columns: list[str]
 ) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: a concurrent creator wins, nobody fails."""
-    dialect = session.get_bind().dialect.name
+    dialect = connection.dialect.name
     dialect_module: Any = postgresql if dialect == "postgresql" else sqlite
     statement = (
         dialect_module.insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=conflict_columns)
     )
-    session.execute(statement)
+    connection.execute(statement)

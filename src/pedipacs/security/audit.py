@@ -15,6 +15,7 @@ from pedipacs.db.tables import AuditEvent
 from pedipacs.model.origin import Origin
 
 AUDIT_EVENT: Table = AuditEvent.__table__  # type: ignore[assignment]
+_INSERT_AUDIT_EVENT = insert(AUDIT_EVENT)
 
 
 class AuditEventId(Enum):
@@ -60,8 +61,9 @@ class AuditRecord:
 def record(session: Session, entry: AuditRecord) -> None:
     """Add the audit row to the caller's transaction; it commits (or not) with the action."""
     code, meaning = entry.event.value
-    session.execute(
-        insert(AUDIT_EVENT).values(
+    session.connection().execute(
+        _INSERT_AUDIT_EVENT,
+        dict(
             event_id=code,
             event_name=meaning,
             event_action=entry.action,
@@ -73,5 +75,5 @@ def record(session: Session, entry: AuditRecord) -> None:
             patient_id=entry.patient_id,
             study_instance_uid=entry.study_instance_uid,
             detail=(entry.detail or "")[:4000] or None,
-        )
+        ),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from pedipacs.db.tables import Instance, Series, Study
 from pedipacs.demo.generator import generate_small_instances
 from pedipacs.dicom.part10 import dataset_offset
 from pedipacs.storage.filesystem import TEMP_DIR_NAME
-from support.server import RunningServer
+from support.server import RunningServer, free_port
 
 SEED = 20261124
 INSTANCES = 500
@@ -45,6 +46,7 @@ KILL_MODES = ("response", "request", "blob-not-indexed")
 # Kill after this many acknowledgements in a round: a few tens to a few hundreds in all.
 KILL_AFTER = (30, 150)
 DEADLINE_SECONDS = 60.0
+ORPHAN_EXIT_SECONDS = 15.0
 POLL_SECONDS = 0.005  # polling interval while waiting, with a deadline, for a state
 
 # storescu -v prints one line per file sent and one per response, in order.
@@ -174,10 +176,10 @@ def kill_with_blob_not_indexed(server: RunningServer, orphans: set[str]) -> None
         orphans.update(blob_files(blob_root) - indexed_keys())
 
 
-def wait_until_process_group_is_gone(pgid: int) -> None:
+def wait_until_process_group_is_gone(pgid: int, *, within: float = DEADLINE_SECONDS) -> None:
     """SIGKILL reaches every member at once, but only the supervisor is waited for: make sure
     no dying worker still holds the shared (SO_REUSEPORT) DICOM port before restarting."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
+    deadline = time.monotonic() + within
     while _live_group_members(pgid):
         assert time.monotonic() < deadline, f"process group {pgid} outlived SIGKILL"
         time.sleep(POLL_SECONDS)
@@ -383,3 +385,65 @@ def test_acknowledged_instances_survive_repeated_sigkill_of_the_server_during_in
     finally:
         if running is not server:
             running.stop()
+
+
+def test_dimse_workers_exit_when_only_the_supervisor_is_sigkilled_while_they_start(
+    tmp_path: Path, dcmtk: None
+) -> None:
+    """An OOM kill hits one process, not the group: workers orphaned while still starting must
+    not go on serving the port without a supervisor (and against the next one's start-up)."""
+    data_dir = tmp_path / "server"
+    data_dir.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PEDIPACS_DATA_DIR": str(data_dir),
+        "PEDIPACS_DICOM_PORT": str(port),
+        "PEDIPACS_HTTP_PORT": str(free_port()),
+        "PEDIPACS_DICOM_WORKERS": "2",
+    }
+    with (
+        (data_dir / "server.log").open("wb") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "pedipacs", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ) as supervisor,
+    ):
+        try:
+            deadline = time.monotonic() + DEADLINE_SECONDS
+            while not _starting_workers(supervisor.pid):
+                assert supervisor.poll() is None, (data_dir / "server.log").read_text()
+                assert time.monotonic() < deadline, "no DIMSE worker was ever started"
+                time.sleep(POLL_SECONDS)
+            supervisor.kill()  # the supervisor alone, not its process group
+            supervisor.wait(timeout=DEADLINE_SECONDS)
+
+            # Promptly: a worker's own start-up takes a second or two.
+            wait_until_process_group_is_gone(supervisor.pid, within=ORPHAN_EXIT_SECONDS)
+        finally:
+            for pid in _live_group_members(supervisor.pid):
+                os.kill(pid, signal.SIGKILL)
+    echo = subprocess.run(
+        ["echoscu", "-to", "2", "-aec", "PEDIPACS", "127.0.0.1", str(port)],
+        capture_output=True,
+        check=False,
+    )
+    assert echo.returncode != 0, "something still answers on the DICOM port"
+
+
+def _starting_workers(pgid: int) -> list[int]:
+    """Worker processes of the group that received their start-up data from the supervisor
+    (they are importing pedipacs: pydantic is loaded) and so will run, unless told to die."""
+    workers = []
+    for pid in _live_group_members(pgid):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in command and "_pydantic_core" in maps:
+            workers.append(pid)
+    return workers
