@@ -8,13 +8,16 @@ from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import _read_file_meta_info, data_element_generator
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from pedipacs.dicom.part10 import dataset_offset
+from pedipacs.dicom.part10 import MAGIC, PREAMBLE, is_part10
 from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError, PedipacsError
 from pedipacs.model.identifiers import validated_uid
 from pedipacs.model.values import date_from_da, time_from_tm
@@ -66,39 +69,100 @@ class InstanceHeader:
     number_of_frames: int | None
 
 
-def read_dataset_header(data: bytes) -> Dataset:
-    """Parse a Part 10 object up to (not including) the pixel data.
+_INDEXED_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "InstitutionName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "Laterality",
+    "ProtocolName",
+    "StationName",
+    "Manufacturer",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "InstanceNumber",
+    "ContentDate",
+    "ContentTime",
+    "AcquisitionNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+)
+SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+_TAG: dict[str, BaseTag] = {k: BaseTag(tag_for_keyword(k) or 0) for k in _INDEXED_KEYWORDS}
+_VR: dict[str, str] = {k: str(dictionary_VR(tag)) for k, tag in _TAG.items()}
+_WANTED_TAGS = frozenset(_TAG.values()) | {SPECIFIC_CHARACTER_SET}
+# Text VRs whose bytes follow the Specific Character Set, with their component delimiters.
+_DELIMITERS: dict[str, set[int]] = {
+    "PN": {0x5C, 0x5E, 0x3D},
+    "LO": {0x5C},
+    "SH": {0x5C},
+    "LT": set(),
+    "ST": set(),
+    "UT": set(),
+    "UC": {0x5C},
+}
+_TEXT_VRS = frozenset(_DELIMITERS)
 
-    Raises NotDicomError for anything that is not a readable Part 10 object.
+
+def read_dataset_header(data: bytes) -> Dataset:
+    """Parse the File Meta and the attributes the index needs, in one pass over the object.
+
+    Every top-level element is walked (values not needed are skipped, not read), so an
+    element claiming more bytes than the object holds is caught here. Raises NotDicomError for
+    anything that is not a readable Part 10 object.
     """
     try:
-        dataset = dcmread(BytesIO(data), stop_before_pixels=True, defer_size=4096)
-        _check_lengths(dataset, len(data), data)
+        return _read_header(data)
     except NotDicomError:
         raise
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as error:
-        raise NotDicomError(f"not a readable DICOM Part 10 object: {error}") from error
     except Exception as error:  # pydicom raises many types on garbage; none may pass as success
         raise NotDicomError(f"not a readable DICOM Part 10 object: {error}") from error
-    return dataset
 
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Values longer than this are skipped while walking; every attribute we index is shorter.
+MAX_VALUE_READ = 4096
 
 
-def _check_lengths(dataset: Dataset, size: int, data: bytes) -> None:
-    """pydicom trusts declared lengths of values it defers: walk the top-level elements and
-    refuse any whose value would run past the end of the object (truncated, or not DICOM)."""
-    syntax = dataset.file_meta.get("TransferSyntaxUID")
-    if syntax is None:
-        return
-    uid = UID(str(syntax))
-    if uid == DeflatedExplicitVRLittleEndian:
-        return  # the deflated stream was inflated and parsed whole by dcmread already
+def _read_header(data: bytes) -> Dataset:
+    if not is_part10(data):
+        raise NotDicomError("no DICOM Part 10 preamble and prefix")
     stream = BytesIO(data)
-    stream.seek(dataset_offset(data))
+    stream.seek(len(PREAMBLE) + len(MAGIC))
+    meta = _read_file_meta_info(stream)
+    syntax = UID(str(meta.get("TransferSyntaxUID", "") or ""))
+    if not syntax:
+        raise NotDicomError("the File Meta Information has no Transfer Syntax UID")
+    if syntax == DeflatedExplicitVRLittleEndian:
+        # The dataset is a deflate stream: let pydicom inflate and parse it whole.
+        return dcmread(BytesIO(data), stop_before_pixels=True, defer_size=MAX_VALUE_READ)
+    size = len(data)
+    kept: dict[BaseTag, DataElement | RawDataElement] = {}
     elements = data_element_generator(
-        stream, uid.is_implicit_VR, uid.is_little_endian, defer_size=1
+        stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=MAX_VALUE_READ
     )
     for raw in elements:
         value_tell: int = getattr(raw, "value_tell", 0)
@@ -108,6 +172,12 @@ def _check_lengths(dataset: Dataset, size: int, data: bytes) -> None:
                 f"element {raw.tag} claims {length} bytes at offset {value_tell}, past "
                 f"the end of the {size} byte object (truncated or not DICOM)"
             )
+        if raw.tag in _WANTED_TAGS:
+            kept[raw.tag] = raw
+    dataset = Dataset(kept)
+    dataset.file_meta = meta
+    dataset.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, None)
+    return dataset
 
 
 def header_from_dataset(dataset: Dataset) -> InstanceHeader:
@@ -187,16 +257,55 @@ def require(header_value: str | None, keyword: str) -> str:
 
 
 def _text(dataset: Dataset, keyword: str) -> str | None:
-    """The value as one string (multi-values joined by backslash), None if absent or empty."""
-    value: Any = dataset.get(keyword)
-    if value is None:
+    """The value as one string (multi-values joined by backslash), None if absent or empty.
+
+    Raw values are decoded directly: converting each element through pydicom's value classes
+    (validation, MultiValue, PersonName) costs more than everything else in the header read.
+    """
+    item = dataset.get_item(_TAG[keyword])
+    if item is None:
         return None
-    if isinstance(value, MultiValue | list | tuple):
-        text = "\\".join(str(item) for item in value)
+    if isinstance(item, RawDataElement):
+        text = _decode_raw(dataset, keyword, item)
     else:
-        text = str(value)
-    text = text.strip().rstrip("\x00")
+        value: Any = item.value
+        if isinstance(value, MultiValue | list | tuple):
+            text = "\\".join(str(entry) for entry in value)
+        else:
+            text = "" if value is None else str(value)
+    text = text.strip().rstrip("\x00").strip()
     return text or None
+
+
+def _decode_raw(dataset: Dataset, keyword: str, raw: RawDataElement) -> str:
+    value = raw.value
+    if not value:
+        return ""
+    vr = raw.VR or _VR[keyword]
+    if vr in ("US", "UL", "SS", "SL"):
+        return str(_binary_integer(dataset, vr, value))
+    if vr in _TEXT_VRS:
+        return decode_bytes(value, _encodings(dataset), _DELIMITERS[vr])
+    return value.decode("ascii", errors="replace")
+
+
+def _binary_integer(dataset: Dataset, vr: str, value: bytes) -> int:
+    width = 2 if vr in ("US", "SS") else 4
+    is_little = dataset.original_encoding[1] is not False
+    return int.from_bytes(
+        value[:width], "little" if is_little else "big", signed=vr in ("SS", "SL")
+    )
+
+
+def _encodings(dataset: Dataset) -> list[str]:
+    raw = dataset.get_item(SPECIFIC_CHARACTER_SET)
+    if raw is None:
+        return ["iso8859"]
+    value = raw.value if isinstance(raw, RawDataElement) else None
+    if value is None:
+        return convert_encodings(dataset.get("SpecificCharacterSet"))
+    terms = [term.strip() for term in value.decode("ascii", errors="replace").split("\\")]
+    return convert_encodings(terms or None)
 
 
 def _integer(dataset: Dataset, keyword: str) -> int | None:
