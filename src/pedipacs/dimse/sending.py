@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,37 @@ class StoredFile(Dataset):
 def send_stored_files_unchanged(assoc: Any) -> None:
     """Route StoredFile stand-ins through pynetdicom's file-streaming C-STORE on `assoc`."""
     original = assoc.send_c_store
+    is_requestor = bool(assoc.is_requestor)
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_requestor:
+            _pause_reactor(assoc)
         if isinstance(dataset, StoredFile):
             return original(dataset.stored_path, *args, **kwargs)
         return original(dataset, *args, **kwargs)
 
     assoc.send_c_store = send_c_store
+
+
+PAUSE_TIMEOUT = 5.0
+
+
+def _pause_reactor(assoc: Any) -> None:
+    """Make sure the association's own reactor thread is parked before a C-STORE is sent.
+
+    pynetdicom (3.0.4) pauses it by clearing a checkpoint and waiting for `_is_paused`, but that
+    flag can still be True from the reactor's previous loop: the reactor then takes the
+    C-STORE response off the queue itself ("unexpected C-STORE service message") and the
+    sender waits for the network timeout. Here the flag is reset first, so only a reactor that
+    has really reached the checkpoint sets it again.
+    """
+    assoc._reactor_checkpoint.clear()
+    assoc._is_paused = False
+    deadline = time.monotonic() + PAUSE_TIMEOUT
+    while not assoc._is_paused and time.monotonic() < deadline and not assoc.is_released:
+        if assoc.is_aborted:
+            return
+        time.sleep(0.0001)
 
 
 def dataset_for_peer(
