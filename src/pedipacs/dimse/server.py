@@ -24,7 +24,11 @@ from pedipacs.dimse.c_get import GET_MODELS, handle_c_get
 from pedipacs.dimse.c_move import MOVE_MODELS, handle_c_move
 from pedipacs.dimse.c_store import handle_c_store
 from pedipacs.dimse.sending import nodelay_handler
-from pedipacs.dimse.transport import BoundedRequestHandler
+from pedipacs.dimse.transport import (
+    BoundedRequestHandler,
+    adapt_reactor_delays,
+    shorten_reactor_delays,
+)
 
 VERIFICATION = "1.2.840.10008.1.1"
 _LAST = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2")
@@ -62,6 +66,7 @@ def build_ae(
 ) -> AE:
     # Retrieves stream stored files from disk in chunks instead of decoding them.
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    shorten_reactor_delays()
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = max_pdu_size
     ae.maximum_associations = max_associations
@@ -137,6 +142,7 @@ def _count_association(_event: Any, outcome: str) -> None:
 
 def _connection_opened(event: Any) -> None:
     nodelay_handler(event)
+    adapt_reactor_delays(event.assoc)  # also for the associations pedipacs opens (C-MOVE)
     metrics.ACTIVE_ASSOCIATIONS.inc()
 
 
