@@ -64,7 +64,10 @@ class Settings(BaseSettings):
         description="Largest P-DATA PDU pedipacs accepts, in bytes (0: unlimited, not advised).",
     )
     max_object_size: int = Field(
-        4 * 1024**3, gt=0, description="Largest DICOM object accepted, in bytes."
+        2 * 1024**3,
+        gt=0,
+        description="Largest DICOM object accepted, in bytes; a peer sending more without an "
+        "answer is disconnected while the bytes arrive.",
     )
     max_associations: int = Field(
         32, gt=0, description="Simultaneous DICOM associations per worker process."

@@ -84,7 +84,11 @@ class Node:
         )
         services = DimseServices(self.ingest, self.queries, self.retrieve, self.peers)
         self._dimse_server = start_server(
-            ae, settings.host, settings.dicom_port, event_handlers(services, settings.ae_title)
+            ae,
+            settings.host,
+            settings.dicom_port,
+            event_handlers(services, settings.ae_title),
+            max_object_size=settings.max_object_size,
         )
         log.info(
             "DICOM %s listening on %s:%d", settings.ae_title, settings.host, settings.dicom_port

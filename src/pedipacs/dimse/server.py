@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
@@ -54,6 +54,8 @@ class DimseServices:
 class PedipacsAssociationServer(ThreadedAssociationServer):
     """Several worker processes may listen on one port (SO_REUSEPORT): the kernel spreads
     associations over them, so ingest is not bound to one interpreter."""
+
+    max_object_size = 0  # bytes; set by start_server, enforced by BoundedRequestHandler
 
     def server_bind(self) -> None:
         if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):
@@ -122,14 +124,18 @@ def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
     ]
 
 
-def start_server(ae: AE, host: str, port: int, handlers: list[Any]) -> Any:
+def start_server(ae: AE, host: str, port: int, handlers: list[Any], *, max_object_size: int) -> Any:
     """Start listening in a background thread; returns the server (call .shutdown())."""
-    server = ae.make_server(
-        (host, port),
-        evt_handlers=handlers,
-        server_class=PedipacsAssociationServer,
-        request_handler=BoundedRequestHandler,
+    server = cast(
+        PedipacsAssociationServer,
+        ae.make_server(
+            (host, port),
+            evt_handlers=handlers,
+            server_class=PedipacsAssociationServer,
+            request_handler=BoundedRequestHandler,
+        ),
     )
+    server.max_object_size = max_object_size
     thread = threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it too

@@ -24,16 +24,30 @@ PDU_HEADER_LENGTH = 6
 
 
 class BoundedAssociationSocket(AssociationSocket):
-    """An AssociationSocket that refuses PDUs longer than `_max_read` bytes."""
+    """An AssociationSocket that refuses PDUs longer than `_max_read` bytes, and a message
+    (all bytes received since pedipacs last answered) longer than `_max_message` bytes.
+
+    pynetdicom assembles a whole C-STORE data set in memory before any handler sees it, so
+    the object size limit has to be enforced here, while the bytes arrive.
+    """
 
     _max_read: int
+    _max_message: int
+    _unanswered: int
 
     @classmethod
-    def bound(cls, sock: AssociationSocket, max_pdu_length: int) -> None:
+    def bound(cls, sock: AssociationSocket, max_pdu_length: int, max_message: int) -> None:
         """Give an existing socket wrapper these limits. (Creating a second wrapper would
         signal a second connection to pynetdicom's state machine.)"""
         sock.__class__ = cls
-        sock._max_read = max(max_pdu_length + PDU_HEADER_LENGTH, MIN_PDU_LIMIT)  # type: ignore[attr-defined]
+        bounded: BoundedAssociationSocket = sock  # type: ignore[assignment]
+        bounded._max_read = max(max_pdu_length + PDU_HEADER_LENGTH, MIN_PDU_LIMIT)
+        bounded._max_message = max_message + MIN_PDU_LIMIT  # room for command sets and headers
+        bounded._unanswered = 0
+
+    def send(self, bytestream: bytes) -> None:
+        self._unanswered = 0
+        super().send(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > self._max_read:
@@ -44,6 +58,15 @@ class BoundedAssociationSocket(AssociationSocket):
                 self._max_read,
             )
             # pynetdicom treats a short read as a closed connection and aborts.
+            return bytearray()
+        self._unanswered += nr_bytes
+        if self._unanswered > self._max_message:
+            log.warning(
+                "peer %s sent more than %d bytes without an answer (object size limit): "
+                "connection dropped",
+                self.assoc.requestor.address,
+                self._max_message,
+            )
             return bytearray()
         sock = self.socket
         assert sock is not None
@@ -64,8 +87,9 @@ class BoundedRequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         max_pdu = int(self.ae.maximum_pdu_size or 0)
-        if max_pdu and assoc.dul.socket is not None:
-            BoundedAssociationSocket.bound(assoc.dul.socket, max_pdu)
+        max_message = int(getattr(self.server, "max_object_size", 0) or 0)
+        if max_pdu and max_message and assoc.dul.socket is not None:
+            BoundedAssociationSocket.bound(assoc.dul.socket, max_pdu, max_message)
         adapt_reactor_delays(assoc)
         return assoc
 

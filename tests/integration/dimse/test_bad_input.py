@@ -129,3 +129,35 @@ def test_a_pdu_longer_than_negotiated_drops_only_that_connection(
     result, _ = findscu(server, ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], tmp_path / "find")
     assert result.returncode == 0, result.stderr
     assert "declared a 4294967295 byte PDU" in server.log()
+
+
+def test_an_object_larger_than_the_limit_is_cut_off_while_it_arrives(
+    tmp_path: Path, database_url: str, dcmtk: None
+) -> None:
+    from support.dcmtk import storescu
+    from support.server import start_server
+
+    limit = 1_000_000
+    server = start_server(
+        tmp_path / "server", database_url, extra_env={"PEDIPACS_MAX_OBJECT_SIZE": str(limit)}
+    )
+    try:
+        big = dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
+        big.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+        big.file_meta.MediaStorageSOPInstanceUID = big.SOPInstanceUID
+        big.Rows = big.Columns = 1024
+        big.PixelData = b"\x00\x01" * (1024 * 1024)  # 2 MiB of pixels
+        path = tmp_path / "big.dcm"
+        big.save_as(path, enforce_file_format=True)
+
+        refused = storescu(server, [path])
+        assert refused.returncode != 0
+        assert _count(server, Instance) == 0
+        assert _blob_files(server) == []
+        assert "object size limit" in server.log()
+
+        small = storescu(server, [PYDICOM_TEST_FILES / "CT_small.dcm"])
+        assert small.returncode == 0, small.stderr
+        assert _count(server, Instance) == 1
+    finally:
+        server.stop()
