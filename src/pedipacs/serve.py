@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ def serve(settings: Settings) -> None:
         "storage checked: %d blob(s), %d orphan(s) swept", report.blobs_seen, report.orphans_removed
     )
     workers = settings.resolved_dicom_workers
+    _ensure_port_free(settings.host, settings.dicom_port)
     http = _http_server(node, settings)
     pool: DimseWorkers | None = None
     if workers == 1:
@@ -76,6 +78,16 @@ def serve(settings: Settings) -> None:
         node.stop()
     if pool is not None and pool.failed:
         raise SystemExit("DICOM workers could not start; see the log above")
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """Workers share the DICOM port with SO_REUSEPORT, which would also let them share it with
+    another program already listening there. A plain bind first proves the port is ours."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        raise SystemExit(f"DICOM port {host}:{port} is not available: {error.strerror}") from error
 
 
 def _http_server(node: object, settings: Settings) -> Any:

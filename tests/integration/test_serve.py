@@ -81,4 +81,4 @@ def test_serve_stops_with_an_error_when_the_dicom_port_is_taken(
             check=False,
         )
     assert result.returncode != 0
-    assert "DICOM workers could not start" in result.stderr
+    assert "is not available" in result.stderr
