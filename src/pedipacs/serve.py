@@ -85,6 +85,9 @@ def _ensure_port_free(host: str, port: int) -> None:
     another program already listening there. A plain bind first proves the port is ours."""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not count; a
+            # listening socket still does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
         raise SystemExit(f"DICOM port {host}:{port} is not available: {error.strerror}") from error
