@@ -8,6 +8,7 @@ than the SQL itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,29 +186,47 @@ def replace_instance(
     )
 
 
+def _existing_or_created(
+    connection: Connection,
+    query: Any,
+    key: dict[str, Any],
+    table: Table,
+    new_values: Callable[[], dict[str, Any]],
+    unique_columns: list[str],
+) -> Any:
+    """The row `query` finds, inserting it first when absent; a concurrent creator wins."""
+    row = connection.execute(query, key).first()
+    if row is None:
+        insert_ignoring_conflict(connection, table, new_values(), unique_columns)
+        row = connection.execute(query, key).one()
+    return row
+
+
 def _patient(connection: Connection, header: InstanceHeader) -> int:
-    key = {"b_patient_id": header.patient_id, "b_issuer": header.issuer_of_patient_id}
-    patient_fk = connection.execute(_PATIENT_ID, key).scalar()
-    if patient_fk is not None:
-        return int(patient_fk)
-    insert_ignoring_conflict(
+    row = _existing_or_created(
         connection,
+        _PATIENT_ID,
+        {"b_patient_id": header.patient_id, "b_issuer": header.issuer_of_patient_id},
         PATIENT,
-        {
-            "patient_id": header.patient_id,
-            "issuer_of_patient_id": header.issuer_of_patient_id,
-            "patient_name": header.patient_name,
-            "patient_name_search": pn_search_form(header.patient_name),
-            "patient_birth_date": header.patient_birth_date,
-            "patient_birth_time": header.patient_birth_time,
-            "patient_sex": header.patient_sex,
-            "number_of_patient_related_studies": 0,
-            "number_of_patient_related_series": 0,
-            "number_of_patient_related_instances": 0,
-        },
+        lambda: _new_patient_values(header),
         ["patient_id", "issuer_of_patient_id"],
     )
-    return int(connection.execute(_PATIENT_ID, key).scalar_one())
+    return int(row.id)
+
+
+def _new_patient_values(header: InstanceHeader) -> dict[str, Any]:
+    return {
+        "patient_id": header.patient_id,
+        "issuer_of_patient_id": header.issuer_of_patient_id,
+        "patient_name": header.patient_name,
+        "patient_name_search": pn_search_form(header.patient_name),
+        "patient_birth_date": header.patient_birth_date,
+        "patient_birth_time": header.patient_birth_time,
+        "patient_sex": header.patient_sex,
+        "number_of_patient_related_studies": 0,
+        "number_of_patient_related_series": 0,
+        "number_of_patient_related_instances": 0,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +240,14 @@ class _StudyRow:
 
 def _study(connection: Connection, header: InstanceHeader, patient_fk: int) -> _StudyRow:
     """The study row, locked (on PostgreSQL) for the aggregate update; created when new."""
-    key = {"b_uid": header.study_instance_uid}
-    row = connection.execute(_STUDY_LOCKED, key).first()
-    if row is None:
-        insert_ignoring_conflict(
-            connection, STUDY, _new_study_values(header, patient_fk), ["study_instance_uid"]
-        )
-        row = connection.execute(_STUDY_LOCKED, key).one()
+    row = _existing_or_created(
+        connection,
+        _STUDY_LOCKED,
+        {"b_uid": header.study_instance_uid},
+        STUDY,
+        lambda: _new_study_values(header, patient_fk),
+        ["study_instance_uid"],
+    )
     if row.patient_fk != patient_fk:
         raise InconsistentIdentityError(
             f"study {header.study_instance_uid} is stored for another patient than "
@@ -243,7 +263,7 @@ def _study(connection: Connection, header: InstanceHeader, patient_fk: int) -> _
     )
 
 
-def _new_study_values(header: InstanceHeader, patient_fk: int) -> dict[str, object]:
+def _new_study_values(header: InstanceHeader, patient_fk: int) -> dict[str, Any]:
     return {
         "patient_fk": patient_fk,
         "study_instance_uid": header.study_instance_uid,
@@ -266,13 +286,14 @@ def _new_study_values(header: InstanceHeader, patient_fk: int) -> dict[str, obje
 
 
 def _series(connection: Connection, header: InstanceHeader, study_fk: int) -> tuple[int, bool]:
-    key = {"b_uid": header.series_instance_uid}
-    row = connection.execute(_SERIES, key).first()
-    if row is None:
-        insert_ignoring_conflict(
-            connection, SERIES, _new_series_values(header, study_fk), ["series_instance_uid"]
-        )
-        row = connection.execute(_SERIES, key).one()
+    row = _existing_or_created(
+        connection,
+        _SERIES,
+        {"b_uid": header.series_instance_uid},
+        SERIES,
+        lambda: _new_series_values(header, study_fk),
+        ["series_instance_uid"],
+    )
     if row.study_fk != study_fk:
         raise InconsistentIdentityError(
             f"series {header.series_instance_uid} is stored under another study than "
@@ -282,7 +303,7 @@ def _series(connection: Connection, header: InstanceHeader, study_fk: int) -> tu
     return int(row.id), row.number_of_series_related_instances == 0
 
 
-def _new_series_values(header: InstanceHeader, study_fk: int) -> dict[str, object]:
+def _new_series_values(header: InstanceHeader, study_fk: int) -> dict[str, Any]:
     return {
         "study_fk": study_fk,
         "series_instance_uid": header.series_instance_uid,
