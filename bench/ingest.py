@@ -39,6 +39,12 @@ from report import GrowthStep, Observation, Results, Workload
 
 BENCH_DIR = Path(__file__).resolve().parent
 FIND_WARMUP = 3
+# A server that disappears mid-run (on a shared machine, someone's `pkill`) gets new tries.
+ATTEMPTS = 3
+
+
+class ServerLostError(RuntimeError):
+    """The server process ended during a timed run."""
 
 
 @dataclass(frozen=True)
@@ -193,11 +199,25 @@ class Benchmark:
         `then` runs against each server loaded by the last round."""
         for run in range(self.options.runs):
             for kind in self.options.servers:
-                with self.fresh_server(kind, workload.key) as server:
-                    rate, observed = self._store(server, associations, expected, workload.key)
-                    self.results.measurement(workload.key, kind).add(rate, observed)
-                    if then is not None and run == self.options.runs - 1:
-                        then(server)
+                is_last = run == self.options.runs - 1
+                for attempt in range(1, ATTEMPTS + 1):
+                    try:
+                        with self.fresh_server(kind, workload.key) as server:
+                            rate, observed = self._store(
+                                server, associations, expected, workload.key
+                            )
+                            self.results.measurement(workload.key, kind).add(rate, observed)
+                            if then is not None and is_last:
+                                then(server)
+                        break
+                    except ServerLostError as error:
+                        if attempt == ATTEMPTS:
+                            raise
+                        self._note_retry(f"{workload.key} run {run + 1}: {error}")
+
+    def _note_retry(self, what: str) -> None:
+        say(f"{what}; trying again")
+        self.results.context.setdefault("retried_runs", []).append(what)
 
     def _store(
         self, server: Server, associations: list[list[Path]], expected: int, what: str
@@ -205,7 +225,12 @@ class Benchmark:
         """One timed storescu run; the server must then hold `expected` more instances."""
         before = server.stored_count()
         with observing(server) as observed:
-            seconds = clients.store(server, associations, server.workdir / "client")
+            try:
+                seconds = clients.store(server, associations, server.workdir / "client")
+            except RuntimeError as error:
+                if server.is_running():
+                    raise
+                raise ServerLostError(f"{server.name} stopped during the run") from error
         stored = server.stored_count() - before
         if stored != expected:
             self.results.problems.append(
@@ -349,12 +374,13 @@ def print_results(results: Results) -> None:
         f"{context['load_average_at_start'][0]:.1f} at start, "
         f"{context.get('load_average_at_end', [float('nan')])[0]:.1f} at end"
     )
-    print(f"medians of {context['options']['runs']} runs; ±: half the range of the runs\n")
-    print(report.figures_table(results))
+    if results.workloads:
+        print(f"medians of {context['options']['runs']} runs; ±: half the range of the runs\n")
+        print(report.figures_table(results))
+        print(report.find_client_note(results))
+        print("\nPeak resident memory (sum over each server's processes, largest run):\n")
+        print(report.memory_table(results))
     print(f"\n{report.background_summary(results)}")
-    print(report.find_client_note(results))
-    print("\nPeak resident memory (sum over each server's processes, largest run):\n")
-    print(report.memory_table(results))
     if results.growth:
         print("\npedipacs ingest rate as the index grows (4 associations, small instances):\n")
         print(report.growth_table(results))

@@ -145,6 +145,9 @@ class Server(ABC):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signum)
 
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     @property
     def session(self) -> int | None:
         """The session (and process group) id of the server's processes, while it runs."""

@@ -4,6 +4,9 @@ set -euo pipefail
 packages=()
 command -v storescu >/dev/null || packages+=(dcmtk)
 command -v dciodvfy >/dev/null || packages+=(dicom3tools)
+# The browser tests drive the system Chromium (Playwright with executable_path).
+command -v chromium >/dev/null || packages+=(chromium)
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
 if [[ ${#packages[@]} -eq 0 ]]; then
     exit 0
 fi
