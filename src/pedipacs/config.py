@@ -57,7 +57,19 @@ class Settings(BaseSettings):
         le=64,
         description="DIMSE worker processes sharing the DICOM port; 0 means one per CPU core.",
     )
-    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (health, metrics).")
+    http_port: int = Field(
+        8080, ge=0, le=65535, description="HTTP port (DICOMweb, viewer, pages, health, metrics)."
+    )
+    viewer_dir: Path = Field(
+        Path("var/viewer"),
+        description="Folder holding the OHIF viewer's published build (`make viewer` fetches it); "
+        "served under `/viewer`.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call DICOMweb from another site's pages (CORS), e.g. "
+        "`https://viewer.hospital.example`; `*` allows any. Empty: same origin only.",
+    )
     max_pdu_size: int = Field(
         262144,
         ge=0,

@@ -41,6 +41,14 @@ class NotFound(PedipacsError):
     """The thing asked for does not exist."""
 
 
+class FrameNotFoundError(NotFound):
+    """A frame number outside 1..NumberOfFrames, or an object without pixel data."""
+
+
+class BulkDataNotFoundError(NotFound):
+    """The object has no bulk data element at the requested tag path."""
+
+
 class UnknownPeerError(NotFound):
     """No peer with that name or AE title is registered."""
 
@@ -67,6 +75,10 @@ class PermissionDenied(PedipacsError):
 
 class StorageUnavailable(PedipacsError):
     """The blob store or the database cannot take the write now (disk full, I/O error)."""
+
+
+class NotRenderableError(InvalidInput):
+    """The object holds no image that can be rendered (an SR, a waveform, a PDF, ...)."""
 
 
 class TranscodingError(PedipacsError):
