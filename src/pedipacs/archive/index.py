@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from pedipacs.archive.duplicates import StoredIdentity
 from pedipacs.db.statements import insert_ignoring_conflict
-from pedipacs.db.tables import Change, Instance, Patient, Series, Study
+from pedipacs.db.tables import Change, Instance, InstanceMetadata, Patient, Series, Study
 from pedipacs.dicom.header import InstanceHeader
 from pedipacs.errors import InconsistentIdentityError
 from pedipacs.model.values import pn_search_form
@@ -63,6 +63,7 @@ _SERIES = select(SERIES.c.id, SERIES.c.study_fk, SERIES.c.number_of_series_relat
     SERIES.c.series_instance_uid == bindparam("b_uid")
 )
 _INSERT_INSTANCE = insert(INSTANCE)
+_INSERT_METADATA = insert(InstanceMetadata)
 _INSERT_CHANGE = insert(CHANGE)
 _COUNT_SERIES = (
     update(SERIES)
@@ -117,16 +118,19 @@ def add_instance(
     blob: BlobInfo,
     dataset_sha256: str,
     source_ae_title: str | None,
+    metadata: str,
 ) -> None:
-    """Index a new instance and keep every aggregate exact."""
+    """Index a new instance (with its DICOM JSON metadata) and keep every aggregate exact."""
     connection = session.connection()
     patient_fk = _patient(connection, header)
     study = _study(connection, header, patient_fk)
     series_fk, is_new_series = _series(connection, header, study.id)
-    connection.execute(
+    inserted = connection.execute(
         _INSERT_INSTANCE,
         _instance_values(header, blob, dataset_sha256, series_fk, source_ae_title),
     )
+    instance_fk = inserted.inserted_primary_key[0]  # type: ignore[index]
+    connection.execute(_INSERT_METADATA, {"instance_fk": instance_fk, "dicom_json": metadata})
     connection.execute(_COUNT_SERIES, {"b_id": series_fk})
     connection.execute(_COUNT_STUDY, {"b_id": study.id, "b_new_series": int(is_new_series)})
     modalities = study.modalities_in_study
@@ -159,8 +163,17 @@ def replace_instance(
     blob: BlobInfo,
     dataset_sha256: str,
     source_ae_title: str | None,
+    metadata: str,
 ) -> None:
     """Point an existing instance at new bytes (keep-newest policy); aggregates are unchanged."""
+    instance_fk = session.execute(
+        select(Instance.id).where(Instance.sop_instance_uid == header.sop_instance_uid)
+    ).scalar_one()
+    session.execute(
+        update(InstanceMetadata)
+        .where(InstanceMetadata.instance_fk == instance_fk)
+        .values(dicom_json=metadata)
+    )
     session.execute(
         update(Instance)
         .where(Instance.sop_instance_uid == header.sop_instance_uid)

@@ -25,6 +25,7 @@ from pedipacs.archive.duplicates import DuplicateDecision, StoredIdentity, decid
 from pedipacs.config import DuplicatePolicy
 from pedipacs.db.engine import Database
 from pedipacs.dicom.header import InstanceHeader, header_from_dataset, read_dataset_header
+from pedipacs.dicom.json_model import metadata_json
 from pedipacs.dicom.part10 import dataset_sha256
 from pedipacs.errors import (
     DuplicateInstanceRejected,
@@ -96,7 +97,8 @@ class IngestService:
             raise ObjectTooLargeError(
                 f"object of {len(data)} bytes exceeds the maximum of {self._max_object_size}"
             )
-        header = header_from_dataset(read_dataset_header(data))
+        dataset = read_dataset_header(data)
+        header = header_from_dataset(dataset)
         sha256 = dataset_sha256(data)
         with self._database.reading() as session:
             stored = index.stored_identity(session, header.sop_instance_uid)
@@ -107,7 +109,7 @@ class IngestService:
         blob = self._blob_store.put(new_blob_key(), (data,))
         metrics.BYTES_STORED.inc(blob.size)
         try:
-            indexed = self._index(header, blob, sha256, origin)
+            indexed = self._index(header, metadata_json(dataset, data), blob, sha256, origin)
         except BaseException:
             self._blob_store.delete(blob.key)
             raise
@@ -178,17 +180,17 @@ class IngestService:
         )
 
     def _index(
-        self, header: InstanceHeader, blob: BlobInfo, sha256: str, origin: Origin
+        self, header: InstanceHeader, metadata: str, blob: BlobInfo, sha256: str, origin: Origin
     ) -> _Indexed:
         def work(session: Session) -> _Indexed:
             # Checked again inside the write transaction: another sender may have won the race.
             stored = index.stored_identity(session, header.sop_instance_uid)
             decision = self._decide(stored, header, sha256)
             if decision is DuplicateDecision.NEW:
-                index.add_instance(session, header, blob, sha256, origin.remote_ae)
+                index.add_instance(session, header, blob, sha256, origin.remote_ae, metadata)
                 outcome = StoreOutcome.STORED
             elif decision is DuplicateDecision.REPLACE and stored is not None:
-                index.replace_instance(session, header, blob, sha256, origin.remote_ae)
+                index.replace_instance(session, header, blob, sha256, origin.remote_ae, metadata)
                 outcome = StoreOutcome.REPLACED
             else:
                 return _Indexed(StoreOutcome.DUPLICATE_IGNORED)

@@ -6,17 +6,22 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from pydicom import dcmread
 from sqlalchemy.exc import OperationalError
 
 from pedipacs.db.engine import Database
 from pedipacs.db.query_sql import compile_locations
+from pedipacs.dicom.header import read_dataset_header
+from pedipacs.dicom.json_model import metadata_json
+from pedipacs.dicom.transfer_syntax import transcode
 from pedipacs.errors import InvalidQueryError, StorageUnavailable
 from pedipacs.model.origin import Origin
 from pedipacs.model.query import Query
-from pedipacs.model.records import InstanceLocation
+from pedipacs.model.records import InstanceLocation, InstanceMetadata
 from pedipacs.security.audit import AuditEventId, AuditRecord, record
 from pedipacs.storage.blob_store import BlobStore
 
@@ -28,20 +33,60 @@ class RetrieveService:
 
     def locate(self, query: Query, origin: Origin, *, purpose: str) -> list[InstanceLocation]:
         """Every stored instance under the entities `query` names, audited as `purpose`."""
+        rows = self._rows(query, with_metadata=False)
+        locations = self._locations(rows)
+        self._audit_or_refuse(locations, origin, purpose)
+        return locations
+
+    def metadata(self, query: Query, origin: Origin) -> list[InstanceMetadata]:
+        """The DICOM JSON of every instance under the entities `query` names (WADO-RS metadata).
+
+        Served from the JSON encoded at ingest; an instance stored before that existed has its
+        metadata read from its file.
+        """
+        rows = self._rows(query, with_metadata=True)
+        locations = self._locations(rows)
+        self._audit_or_refuse(locations, origin, "metadata")
+        return [
+            InstanceMetadata(location, row.dicom_json or self._metadata_from_file(location))
+            for location, row in zip(locations, rows, strict=True)
+        ]
+
+    def _metadata_from_file(self, location: InstanceLocation) -> str:
+        data = self.read_bytes(location)
+        return metadata_json(read_dataset_header(data), data)
+
+    def _rows(self, query: Query, *, with_metadata: bool) -> Sequence[Any]:
         if not query.constraints:
             raise InvalidQueryError("a retrieve must name at least one unique key")
+        statement = compile_locations(query, with_metadata=with_metadata)
         try:
             with self._database.reading() as session:
-                rows = session.execute(compile_locations(query)).all()
+                return session.execute(statement).all()
         except OperationalError as error:
             raise StorageUnavailable(f"the index database cannot be read: {error.orig}") from error
-        locations = self._locations(rows)
+
+    def _audit_or_refuse(
+        self, locations: list[InstanceLocation], origin: Origin, purpose: str
+    ) -> None:
         try:
             self._audit(locations, origin, purpose)
         except OperationalError as error:
             # No audit record, no access: patient data leaves only when the access is on record.
             raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
-        return locations
+
+    def open(self, location: InstanceLocation) -> BinaryIO:
+        """The stored bytes as a file object, for streaming; the caller closes it."""
+        return self._blob_store.open(location.blob_key)
+
+    def transcoded(self, location: InstanceLocation, transfer_syntax_uid: str) -> bytes:
+        """The instance as a Part 10 object in another transfer syntax (TranscodingError if not)."""
+        with self.local_file(location) as path:
+            dataset = dcmread(path)
+        converted = transcode(dataset, transfer_syntax_uid)
+        buffer = BytesIO()
+        converted.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
 
     @staticmethod
     def _locations(rows: Sequence[Any]) -> list[InstanceLocation]:
@@ -54,6 +99,7 @@ class RetrieveService:
                 size=row.size,
                 patient_id=row.patient_id,
                 study_instance_uid=row.study_instance_uid,
+                series_instance_uid=row.series_instance_uid,
             )
             for row in rows
         ]

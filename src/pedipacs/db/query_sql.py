@@ -5,6 +5,7 @@ C-FIND (every level of Patient Root and Study Root) and QIDO-RS both run through
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date, time
 from typing import Any
@@ -16,12 +17,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from pedipacs.db.catalog import ATTRIBUTES, LEVEL_TABLES, Attribute, ValueKind
-from pedipacs.db.tables import Instance, Patient, Series, Study
+from pedipacs.db.tables import Instance, InstanceMetadata, Patient, Series, Study
 from pedipacs.errors import InvalidQueryError
 from pedipacs.model.levels import QueryLevel
 from pedipacs.model.query import (
     DateTimeRange,
     KeyMatch,
+    Match,
     Query,
     SequenceMatch,
     SingleValue,
@@ -48,7 +50,7 @@ def compile_query(query: Query) -> Select[Any]:
     columns = [a.column.label(a.keyword) for a in _attributes_at_or_above(query.level)]
     statement = select(*columns).select_from(_joined(query.level))
     for key_match in query.constraints:
-        statement = statement.where(_condition(key_match, query.level))
+        statement = statement.where(_condition(key_match, query.level, query.is_fuzzy))
     statement = statement.order_by(LEVEL_TABLES[query.level].id)
     if query.offset:
         statement = statement.offset(query.offset)
@@ -85,7 +87,9 @@ def _joined(level: QueryLevel) -> Any:
     return joined
 
 
-def _condition(key_match: KeyMatch, level: QueryLevel) -> ColumnElement[bool]:
+def _condition(
+    key_match: KeyMatch, level: QueryLevel, is_fuzzy: bool = False
+) -> ColumnElement[bool]:
     attribute = ATTRIBUTES.get(key_match.keyword)
     if attribute is None or isinstance(key_match.match, SequenceMatch):
         # PS3.4 C.2.2.1: an SCP that does not support matching on a key ignores it (and
@@ -98,6 +102,14 @@ def _condition(key_match: KeyMatch, level: QueryLevel) -> ColumnElement[bool]:
         )
     if attribute.kind is ValueKind.MULTI_VALUED:
         return _multi_valued_condition(attribute, key_match)
+    if is_fuzzy and attribute.kind is ValueKind.PERSON_NAME:
+        fuzzy = _fuzzy_person_name(attribute, key_match.match)
+        if fuzzy is not None:
+            return fuzzy
+    return _match_condition(attribute, key_match)
+
+
+def _match_condition(attribute: Attribute, key_match: KeyMatch) -> ColumnElement[bool]:
     match = key_match.match
     if isinstance(match, SingleValue):
         return _single_value(attribute, match.value)
@@ -138,6 +150,29 @@ def _wildcard(attribute: Attribute, pattern: str) -> ColumnElement[bool]:
         # A prefix range lets every database use the B-tree index whatever its LIKE rules.
         condition = and_(column >= prefix, column < prefix + "\U0010ffff", condition)
     return condition
+
+
+def _fuzzy_person_name(attribute: Attribute, match: Match) -> ColumnElement[bool] | None:
+    """QIDO-RS `fuzzymatching=true` on a PN: every word of the value starts some name component
+    or word, in any order, ignoring case and wildcards (`smi jo` finds `SMITH^JOHN` and
+    `JONES^SMITHY`). Our documented fuzzy rule (PS3.18 leaves it to the implementation).
+    None for the kinds of match it does not change (ranges, lists, universal)."""
+    if isinstance(match, SingleValue):
+        value = match.value
+    elif isinstance(match, Wildcard):
+        value = match.pattern
+    else:
+        return None
+    alphabetic = value.split("=", 1)[0].upper().replace("*", " ").replace("?", "")
+    words = [word for word in re.split(r"[\^\s]+", alphabetic) if word]
+    if not words:
+        return and_(True)
+    column = attribute.search_column
+    conditions = [
+        or_(*(_CaseSensitiveLike(column, form) for form in (f"{w}*", f"*^{w}*", f"* {w}*")))
+        for w in words
+    ]
+    return and_(*conditions)
 
 
 def _range(attribute: Attribute, match: DateTimeRange) -> ColumnElement[bool]:
@@ -276,8 +311,11 @@ def _dicom_value(attribute: Attribute, value: Any) -> str | list[str] | None:
     return str(value)
 
 
-def compile_locations(query: Query) -> Select[Any]:
-    """The instances under every entity `query` matches, for C-MOVE, C-GET and WADO."""
+def compile_locations(query: Query, *, with_metadata: bool = False) -> Select[Any]:
+    """The instances under every entity `query` matches, for C-MOVE, C-GET and WADO.
+
+    `with_metadata` adds each instance's stored DICOM JSON (None where none was stored).
+    """
     columns: list[Any] = [
         Instance.sop_instance_uid,
         Instance.sop_class_uid,
@@ -286,8 +324,13 @@ def compile_locations(query: Query) -> Select[Any]:
         Instance.size,
         Patient.patient_id,
         Study.study_instance_uid,
+        Series.series_instance_uid,
     ]
-    statement = select(*columns).select_from(_joined(QueryLevel.IMAGE))
+    joined = _joined(QueryLevel.IMAGE)
+    if with_metadata:
+        columns.append(InstanceMetadata.dicom_json)
+        joined = joined.outerjoin(InstanceMetadata, InstanceMetadata.instance_fk == Instance.id)
+    statement = select(*columns).select_from(joined)
     for key_match in query.constraints:
         statement = statement.where(_condition(key_match, QueryLevel.IMAGE))
     return statement.order_by(

@@ -113,7 +113,7 @@ _INDEXED_KEYWORDS = (
 SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 _TAG: dict[str, BaseTag] = {k: BaseTag(tag_for_keyword(k) or 0) for k in _INDEXED_KEYWORDS}
 _VR: dict[str, str] = {k: str(dictionary_VR(tag)) for k, tag in _TAG.items()}
-_WANTED_TAGS = frozenset(_TAG.values()) | {SPECIFIC_CHARACTER_SET}
+
 # Text VRs whose bytes follow the Specific Character Set, with their component delimiters.
 _DELIMITERS: dict[str, set[int]] = {
     "PN": {0x5C, 0x5E, 0x3D},
@@ -172,8 +172,9 @@ def _read_header(data: bytes) -> Dataset:
                 f"element {raw.tag} claims {length} bytes at offset {value_tell}, past "
                 f"the end of the {size} byte object (truncated or not DICOM)"
             )
-        if raw.tag in _WANTED_TAGS:
-            kept[raw.tag] = raw
+        # Every element is kept (large values deferred, not read): the index takes the wanted
+        # ones, and the metadata cache of WADO-RS encodes them all.
+        kept[raw.tag] = raw
     dataset = Dataset(kept)
     dataset.file_meta = meta
     dataset.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, None)

@@ -11,16 +11,14 @@ from pydicom.multival import MultiValue
 from pedipacs.errors import InvalidQueryError
 from pedipacs.model.levels import LEVELS_BY_MODEL, InformationModel, QueryLevel
 from pedipacs.model.query import (
-    DateTimeRange,
     KeyMatch,
     Match,
     Query,
     SequenceMatch,
-    SingleValue,
     UidList,
     Universal,
     ValueList,
-    Wildcard,
+    match_from_text,
 )
 
 # Attributes of the identifier that describe the query rather than match anything.
@@ -74,29 +72,10 @@ def _match(keyword: str, vr: str, value: object) -> Match:
         if not values:
             return Universal()
         if len(values) == 1:
-            return _text_match(keyword, vr, values[0])
+            return match_from_text(keyword, vr, values[0])
         return UidList(values) if vr == "UI" else ValueList(values)
     text = "" if value is None else str(value).strip().rstrip("\x00")
-    return _text_match(keyword, vr, text)
-
-
-def _text_match(keyword: str, vr: str, text: str) -> Match:
-    if text == "" or text == "*":
-        return Universal()
-    if vr in ("DA", "TM", "DT") and "-" in text:
-        start, _, end = text.partition("-")
-        if text.count("-") > 1:
-            raise InvalidQueryError(f"{keyword}: {text!r} is not a valid range")
-        return DateTimeRange(start.strip() or None, end.strip() or None)
-    if vr == "UI":
-        return SingleValue(text)
-    if vr in ("DA", "TM", "DT", "IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "AS"):
-        if "*" in text or "?" in text:
-            raise InvalidQueryError(f"{keyword} ({vr}) cannot use wildcards")
-        return SingleValue(text)
-    if "*" in text or "?" in text:
-        return Wildcard(text)
-    return SingleValue(text)
+    return match_from_text(keyword, vr, text)
 
 
 def dataset_from_match(

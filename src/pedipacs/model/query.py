@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pedipacs.errors import InvalidQueryError
 from pedipacs.model.levels import InformationModel, QueryLevel
 
 
@@ -110,3 +111,29 @@ class Query:
         for keyword in self.return_keys:
             seen.setdefault(keyword, None)
         return tuple(seen)
+
+
+def match_from_text(keyword: str, vr: str, text: str) -> Match:
+    """The kind of match one value of a matching key asks for (PS3.4 C.2.2.2), given its VR.
+
+    C-FIND identifiers and QIDO-RS parameters both come through here.
+
+    >>> match_from_text("PatientName", "PN", "DOE*"), match_from_text("StudyDate", "DA", "2024-")
+    (Wildcard(pattern='DOE*'), DateTimeRange(start='2024', end=None))
+    """
+    if text == "" or text == "*":
+        return Universal()
+    if vr in ("DA", "TM", "DT") and "-" in text:
+        start, _, end = text.partition("-")
+        if text.count("-") > 1:
+            raise InvalidQueryError(f"{keyword}: {text!r} is not a valid range")
+        return DateTimeRange(start.strip() or None, end.strip() or None)
+    if vr == "UI":
+        return SingleValue(text)
+    if vr in ("DA", "TM", "DT", "IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "AS"):
+        if "*" in text or "?" in text:
+            raise InvalidQueryError(f"{keyword} ({vr}) cannot use wildcards")
+        return SingleValue(text)
+    if "*" in text or "?" in text:
+        return Wildcard(text)
+    return SingleValue(text)

@@ -48,6 +48,15 @@ class InstanceLocation:
     size: int
     patient_id: str
     study_instance_uid: str
+    series_instance_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceMetadata:
+    """A stored instance and its DICOM JSON metadata (bulk data URIs still marked)."""
+
+    location: InstanceLocation
+    dicom_json: str
 
 
 @dataclass(frozen=True, slots=True)

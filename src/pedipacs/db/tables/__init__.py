@@ -4,13 +4,14 @@ from pedipacs.db.tables.audit import AuditEvent
 from pedipacs.db.tables.change import Change
 from pedipacs.db.tables.patient import Patient
 from pedipacs.db.tables.peer import PeerRow
-from pedipacs.db.tables.study import Instance, InstanceConflict, Series, Study
+from pedipacs.db.tables.study import Instance, InstanceConflict, InstanceMetadata, Series, Study
 
 __all__ = [
     "AuditEvent",
     "Change",
     "Instance",
     "InstanceConflict",
+    "InstanceMetadata",
     "Patient",
     "PeerRow",
     "Series",

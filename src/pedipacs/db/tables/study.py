@@ -103,6 +103,18 @@ class Instance(Base):
     received_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
 
 
+class InstanceMetadata(Base):
+    """The instance's DICOM JSON (PS3.18 F), encoded once at ingest for WADO-RS metadata.
+
+    Kept apart from `instance` so that queries scanning the index do not read it.
+    """
+
+    __tablename__ = "instance_metadata"
+
+    instance_fk: Mapped[int] = mapped_column(BigId, ForeignKey("instance.id"), primary_key=True)
+    dicom_json: Mapped[str] = mapped_column(Text)
+
+
 class InstanceConflict(Base):
     """A re-sent SOP Instance UID with other content or identity, and what the policy did."""
 
