@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint system-deps docs bench clean
+.PHONY: install run test lint system-deps viewer docs bench clean
 
 install: $(VENV)/.installed
 
@@ -14,12 +14,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-run: install
+run: install viewer
 	$(BIN)/pedipacs serve
 
 # DCMTK (storescu, findscu, ...) and dicom3tools (dciodvfy) are the tests' real DICOM peers.
 system-deps:
 	@bash scripts/install-system-deps.sh
+
+# The OHIF viewer's published build (npm @ohif/app, version pinned in the script), served under /viewer.
+viewer:
+	@bash scripts/install-viewer.sh var/viewer
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -28,7 +32,7 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/cog --check docs/configuration.md
 
-test: install system-deps lint
+test: install system-deps viewer lint
 	$(BIN)/pytest
 
 docs: install
