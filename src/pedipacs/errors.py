@@ -29,6 +29,10 @@ class InconsistentIdentityError(InvalidInput):
     """The object contradicts what is already known (series under another study, ...)."""
 
 
+class StudyMismatchError(InvalidInput):
+    """The object belongs to another study than the one the request named (STOW-RS URL)."""
+
+
 class ObjectTooLargeError(InvalidInput):
     """The object is larger than the configured maximum."""
 

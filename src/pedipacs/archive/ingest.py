@@ -33,6 +33,7 @@ from pedipacs.errors import (
     ObjectTooLargeError,
     PedipacsError,
     StorageUnavailable,
+    StudyMismatchError,
 )
 from pedipacs.model.origin import Origin
 from pedipacs.model.records import StoredInstance, StoreOutcome
@@ -74,8 +75,12 @@ class IngestService:
         self._duplicate_policy = duplicate_policy
         self._max_object_size = max_object_size
 
-    def ingest(self, data: bytes, origin: Origin) -> StoredInstance:
+    def ingest(
+        self, data: bytes, origin: Origin, *, study_instance_uid: str | None = None
+    ) -> StoredInstance:
         """Store one DICOM Part 10 object durably and index it.
+
+        With `study_instance_uid`, an object of another study is refused (StudyMismatchError).
 
         Raises an InvalidInput subclass for bad objects, DuplicateInstanceRejected or
         InconsistentIdentityError per the duplicate policy, StorageUnavailable when the
@@ -83,7 +88,7 @@ class IngestService:
         """
         started = time.perf_counter()
         try:
-            stored = self._ingest(data, origin)
+            stored = self._ingest(data, origin, study_instance_uid)
         except PedipacsError as error:
             metrics.INGEST_ERRORS.labels(type(error).__name__).inc()
             metrics.INSTANCES_RECEIVED.labels(str(origin.door), "refused").inc()
@@ -92,13 +97,20 @@ class IngestService:
         metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
         return stored
 
-    def _ingest(self, data: bytes, origin: Origin) -> StoredInstance:
+    def _ingest(
+        self, data: bytes, origin: Origin, study_instance_uid: str | None
+    ) -> StoredInstance:
         if len(data) > self._max_object_size:
             raise ObjectTooLargeError(
                 f"object of {len(data)} bytes exceeds the maximum of {self._max_object_size}"
             )
         dataset = read_dataset_header(data)
         header = header_from_dataset(dataset)
+        if study_instance_uid is not None and header.study_instance_uid != study_instance_uid:
+            raise StudyMismatchError(
+                f"SOP Instance {header.sop_instance_uid} belongs to study "
+                f"{header.study_instance_uid}, not {study_instance_uid}"
+            )
         sha256 = dataset_sha256(data)
         with self._database.reading() as session:
             stored = index.stored_identity(session, header.sop_instance_uid)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from pedipacs import metrics
 from pedipacs.db.engine import Database
-from pedipacs.db.query_sql import compile_query, values_from_row
+from pedipacs.db.query_sql import compile_query, returned_keywords, values_from_row
 from pedipacs.errors import StorageUnavailable
 from pedipacs.model.origin import Origin
 from pedipacs.model.query import Query
@@ -30,7 +30,7 @@ class QueryService:
         access is audited before any patient data leaves the service.
         """
         statement = compile_query(query)
-        keywords = query.requested_keywords
+        keywords = returned_keywords(query)
         try:
             self._audit(query, origin)
         except OperationalError as error:

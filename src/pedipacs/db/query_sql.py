@@ -59,6 +59,15 @@ def compile_query(query: Query) -> Select[Any]:
     return statement
 
 
+def returned_keywords(query: Query) -> tuple[str, ...]:
+    """The attributes each match carries: the requested ones, or with `includes_all` also every
+    attribute the index holds at or above the query's level."""
+    if not query.includes_all:
+        return query.requested_keywords
+    held = (a.keyword for a in _attributes_at_or_above(query.level))
+    return tuple(dict.fromkeys((*query.requested_keywords, *held)))
+
+
 def values_from_row(row: Any, keywords: Sequence[str]) -> dict[str, str | list[str] | None]:
     """DICOM string values of the requested keywords; unknown keywords come back empty."""
     mapping = row._mapping

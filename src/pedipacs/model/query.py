@@ -86,6 +86,8 @@ class Query:
     limit: int | None = None
     offset: int = 0
     is_fuzzy: bool = False
+    # QIDO-RS `includefield=all`: every attribute the index holds at or above the level.
+    includes_all: bool = False
     _constraint_keywords: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

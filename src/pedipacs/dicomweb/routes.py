@@ -1,0 +1,25 @@
+"""The DICOMweb door assembled: one router for the PS3.18 root, one for WADO-URI."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from pedipacs.dicomweb import qido, stow, wado, wado_uri
+
+DICOMWEB_ROOT = "/dicomweb"
+
+
+def dicomweb_router() -> APIRouter:
+    """QIDO-RS, WADO-RS and STOW-RS, to be mounted at `DICOMWEB_ROOT`."""
+    router = APIRouter(tags=["DICOMweb"])
+    router.include_router(qido.router)
+    router.include_router(stow.router)
+    router.include_router(wado.router)
+    return router
+
+
+def wado_uri_router() -> APIRouter:
+    """WADO-URI at `/wado`."""
+    router = APIRouter(tags=["DICOMweb"])
+    router.include_router(wado_uri.router)
+    return router
