@@ -8,7 +8,8 @@ this router adapts it while serving, never on disk:
   data source whose roots are same-origin paths, so the viewer works under any host name;
 - `index.html` gets its absolute asset paths and `window.PUBLIC_URL` moved under the mount path;
 - the few bundles that hard-code webpack's public path (`__webpack_require__.p = "/"`, the main
-  bundle and the web workers that load the codecs) are served with it rewritten.
+  bundle and the web workers that load the codecs) are served with it rewritten, and so are the
+  style sheets' root-absolute `url(/...)` (the fonts).
 
 The adapted files are built once per installed build and kept in memory. Any other path that
 names no file and has no extension is a client-side route and gets `index.html`; a missing file
@@ -81,11 +82,13 @@ _SECURITY_HEADERS = {
 _PUBLIC_URL = re.compile(r"""window\.PUBLIC_URL\s*=\s*(["'])/\1""")
 _ROOT_ATTRIBUTE = re.compile(r"""(\s(?:href|src|content)=)(["'])/(?!/)""")
 
-# Bundles: literal replacements, each with "{base}" standing for the mount path.
-_BUNDLE_REWRITES: tuple[tuple[bytes, str], ...] = (
+# Scripts: literal replacements, each with "{base}" standing for the mount path.
+_SCRIPT_REWRITES: tuple[tuple[bytes, str], ...] = (
     (b'__webpack_require__.p = "/";', '__webpack_require__.p = "{base}/";'),
     (b"'/dicom-microscopy-viewer/", "'{base}/dicom-microscopy-viewer/"),
 )
+# Style sheets: root-absolute `url(/...)` (the fonts).
+_STYLE_ROOT_URL = re.compile(rb"""url\((["']?)/(?!/)""")
 
 
 def viewer_url(study_instance_uid: str) -> str:
@@ -209,11 +212,20 @@ def rewrite_manifest(text: str, base_path: str) -> str:
     return json.dumps(manifest, indent=2)
 
 
-def rewrite_bundle(content: bytes, base_path: str) -> bytes | None:
-    """The bundle with its public path under `base_path`, or None when it hard-codes none."""
+def rewrite_bundle(content: bytes, base_path: str, suffix: str = ".js") -> bytes | None:
+    """A script or style sheet with root-absolute paths moved under `base_path`, None if none.
+
+    >>> rewrite_bundle(b'__webpack_require__.p = "/";', "/viewer")
+    b'__webpack_require__.p = "/viewer/";'
+    >>> rewrite_bundle(b"src:url(/a34f9d1faa5f3315.woff2)", "/viewer", ".css")
+    b'src:url(/viewer/a34f9d1faa5f3315.woff2)'
+    """
     rewritten = content
-    for old, new in _BUNDLE_REWRITES:
-        rewritten = rewritten.replace(old, new.format(base=base_path).encode())
+    if suffix == ".css":
+        rewritten = _STYLE_ROOT_URL.sub(rb"url(\1" + base_path.encode() + b"/", content)
+    else:
+        for old, new in _SCRIPT_REWRITES:
+            rewritten = rewritten.replace(old, new.format(base=base_path).encode())
     return None if rewritten == content else rewritten
 
 
@@ -263,11 +275,11 @@ class _Build:
         self._lock = threading.Lock()
 
     def bundle(self, relative: str, path: Path) -> _Generated | None:
-        """The rewritten bundle for a `.js` file, read and rewritten on first request only."""
+        """The rewritten script or style sheet, read and rewritten on its first request only."""
         with self._lock:
             if relative in self._bundles:
                 return self._bundles[relative]
-        rewritten = rewrite_bundle(path.read_bytes(), self.base_path)
+        rewritten = rewrite_bundle(path.read_bytes(), self.base_path, path.suffix)
         generated = (
             None
             if rewritten is None
@@ -421,7 +433,7 @@ def _serve(build: _Build, relative: str, request: Request) -> Response:
         if PurePosixPath(relative).suffix:
             return _not_found()  # a missing asset, never the page in its place
         return _send_generated(request, build.generated["index.html"])  # a client-side route
-    if path.suffix == ".js":
+    if path.suffix in (".js", ".css"):
         bundle = build.bundle(relative, path)
         if bundle is not None:
             return _send_generated(request, bundle)

@@ -103,7 +103,11 @@ def _write_fake_build(folder: Path, index: str = FAKE_INDEX) -> Path:
     (folder / PLAIN_BUNDLE).write_text("console.log('no public path here');\n")
     (folder / CODEC).write_bytes(b"\x00asm\x01\x00\x00\x00")
     (folder / FONT).write_bytes(b"wOF2")
-    (folder / "app.bundle.css").write_text("body { color: black; }\n")
+    (folder / "app.bundle.css").write_text(
+        f"@font-face{{src:url(/{FONT}) format('woff2')}}\n"
+        "body{background:url('//cdn.test/x.png')}\n"
+    )
+    (folder / "1602.css").write_text("body { color: black; }\n")
     (folder / "assets").mkdir(exist_ok=True)
     (folder / "assets" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
     (folder / "assets" / "favicon.ico").write_bytes(b"\x00\x00\x01\x00")
@@ -279,7 +283,7 @@ def test_media_types_and_caching(
 
 
 def test_unchanged_files_are_served_as_they_are(app: FastAPI, fake_build: Path) -> None:
-    for name in (PLAIN_BUNDLE, CODEC, "assets/favicon.ico"):
+    for name in (PLAIN_BUNDLE, CODEC, "1602.css", "assets/favicon.ico"):
         assert _request(app, f"/viewer/{name}").content == (fake_build / name).read_bytes()
 
 
@@ -290,6 +294,13 @@ def test_bundles_get_the_public_path_under_viewer(app: FastAPI) -> None:
     assert '__webpack_require__.p = "/viewer/";' in response.text
     assert '__webpack_require__.p = "/";' not in response.text
     assert "'/viewer/dicom-microscopy-viewer/dicomMicroscopyViewer.min.js'" in response.text
+
+
+def test_style_sheets_load_fonts_from_viewer(app: FastAPI) -> None:
+    response = _request(app, "/viewer/app.bundle.css")
+    assert response.headers["content-type"] == "text/css; charset=utf-8"
+    assert f"url(/viewer/{FONT})" in response.text
+    assert "url('//cdn.test/x.png')" in response.text  # protocol-relative: another site
 
 
 def test_manifest_icons_under_viewer(app: FastAPI) -> None:
@@ -400,6 +411,15 @@ def test_installed_bundles_load_chunks_and_codecs_from_viewer(installed_app: Fas
         served = _request(installed_app, f"/viewer/{name}").text
         assert '__webpack_require__.p = "/viewer/";' in served, name
         assert '__webpack_require__.p = "/";' not in served, name
+
+
+@needs_installed_build
+def test_installed_style_sheets_load_fonts_from_viewer(installed_app: FastAPI) -> None:
+    for sheet in sorted(INSTALLED_BUILD.glob("*.css")):
+        served = _request(installed_app, f"/viewer/{sheet.name}").text
+        assert not re.search(r"""url\(["']?/(?!/|viewer/)""", served), sheet.name
+        for font in re.findall(r"""url\(["']?(/viewer/[^)"']+)""", served):
+            assert _request(installed_app, font, method="HEAD").status_code == 200, font
 
 
 @needs_installed_build
