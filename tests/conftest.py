@@ -3,56 +3,23 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from pedipacs.config import Settings
 from pedipacs.node import Node
+from support.databases import POSTGRES_ADMIN_URL, fresh_database, postgres_is_available
 from support.server import RunningServer, start_server
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "PEDIPACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = create_engine(POSTGRES_ADMIN_URL)
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
-    available = _postgres_available()
+    available = postgres_is_available()
     if not available and os.environ.get("CI"):
         pytest.fail(f"PostgreSQL is required in CI but {POSTGRES_ADMIN_URL} is unreachable")
     return available
-
-
-def _fresh_postgres_schema() -> tuple[str, str]:
-    """A new empty schema; returns (its name, a URL whose search_path is that schema)."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_ADMIN_URL)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return schema, f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-
-
-def _drop_postgres_schema(schema: str) -> None:
-    engine = create_engine(POSTGRES_ADMIN_URL)
-    with engine.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,14 +27,10 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_available: bool
 ) -> Iterator[str]:
     """A fresh, empty index database of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
-        return
-    if not postgres_available:
+    if request.param == "postgresql" and not postgres_available:
         pytest.skip("PostgreSQL is not reachable")
-    schema, url = _fresh_postgres_schema()
-    yield url
-    _drop_postgres_schema(schema)
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

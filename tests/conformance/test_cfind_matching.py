@@ -1,21 +1,18 @@
 """PS3.4 C.2.2.2 matching through the DIMSE door: findscu against a running `pedipacs serve`.
 
-One server per database for the module, the conformance data set stored once with storescu,
-then every case of `conformance.cases` as one findscu run.
+One server per database for the module (`conftest.loaded_server`), the conformance data set
+stored once with storescu, then every case of `conformance.cases` as one findscu run.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from sqlalchemy import create_engine, text
 
 from conformance.cases import (
     INVALID_CASES,
@@ -24,56 +21,16 @@ from conformance.cases import (
     STUDIES,
     InvalidCase,
     MatchingCase,
-    dataset_files,
     identifier_keys,
     text_value,
 )
 from pedipacs.model.levels import InformationModel
-from support.dcmtk import run, storescu
-from support.server import RunningServer, start_server
+from support.dcmtk import run
+from support.server import RunningServer
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "PEDIPACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 FINDSCU_MODEL_FLAG = {InformationModel.PATIENT_ROOT: "-P", InformationModel.STUDY_ROOT: "-S"}
 SUCCESS = 0x0000
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def loaded_server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_available: bool,
-    dcmtk: None,
-) -> Iterator[RunningServer]:
-    """`pedipacs serve` on a fresh database of each kind, holding the conformance data set."""
-    directory = tmp_path_factory.mktemp(f"cfind_{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'index.sqlite3'}"
-    elif not postgres_available:
-        pytest.skip("PostgreSQL is not reachable")
-    else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        _execute(f'CREATE SCHEMA "{schema}"')
-        url = f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    server = start_server(directory / "server", url)
-    try:
-        stored = storescu(server, dataset_files(directory / "files"))
-        assert stored.returncode == 0, stored.stderr
-        yield server
-    finally:
-        server.stop()
-        if schema is not None:
-            _execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _execute(statement: str) -> None:
-    engine = create_engine(POSTGRES_ADMIN_URL)
-    with engine.begin() as connection:
-        connection.execute(text(statement))
-    engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,13 @@ def _condition(
         )
     if attribute.kind is ValueKind.MULTI_VALUED:
         return _multi_valued_condition(attribute, key_match)
+    condition = _match_condition(attribute, key_match)
     if is_fuzzy and attribute.kind is ValueKind.PERSON_NAME:
         fuzzy = _fuzzy_person_name(attribute, key_match.match)
         if fuzzy is not None:
-            return fuzzy
-    return _match_condition(attribute, key_match)
+            # Fuzzy matching only widens: what matches exactly still matches.
+            return or_(condition, fuzzy)
+    return condition
 
 
 def _match_condition(attribute: Attribute, key_match: KeyMatch) -> ColumnElement[bool]:

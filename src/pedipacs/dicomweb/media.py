@@ -166,7 +166,10 @@ def frame_choice(accept: Sequence[MediaRange], stored_syntax: str) -> Choice:
         wanted = (media_range.part_type or "*/*") if is_multipart else media_range.media_type
         syntax = media_range.transfer_syntax
         if syntax in (ANY_SYNTAX, stored_syntax):
-            return Choice(stored_media_type, None)
+            # The parts keep the media type asked for (OHIF asks application/octet-stream with
+            # `*`); their transfer-syntax parameter tells the client how to decode them.
+            part_type = wanted if wanted in (OCTET_STREAM, stored_media_type) else stored_media_type
+            return Choice(part_type, None)
         if syntax is None and wanted == stored_media_type:
             return Choice(stored_media_type, None)
         if wanted in ("*/*", OCTET_STREAM) and syntax in (None, *NATIVE_FRAME_SYNTAXES):

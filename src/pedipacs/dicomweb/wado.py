@@ -262,7 +262,7 @@ def retrieve_frames(
     parts = [OutgoingPart(part_headers, [body]) for body in bodies]
     return Response(
         b"".join(write_parts(parts, boundary)),
-        media_type=content_type(choice.part_type, boundary, syntax),
+        media_type=content_type(choice.part_type, boundary),
         headers=headers,
     )
 
