@@ -8,14 +8,17 @@ the page's own script served from its folder.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
-from playwright.sync_api import Page, Route, ViewportSize
+from PIL import Image, ImageStat
+from playwright.sync_api import Browser, Page, Request, Response, Route, ViewportSize, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pydicom import dcmread
 
 from pedipacs.demo.generator import generate_demo_data
@@ -208,3 +211,292 @@ def test_person_names_dates_and_name_queries_are_formatted_for_people(static_pag
         "*ller",
         "",
     ]
+
+
+# --- The landing page against the real server --------------------------------------------
+
+
+def _search(page: Page, name: str) -> None:
+    page.get_by_label("Patient name").fill(name)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#search-status")).not_to_have_attribute("data-state", "loading")
+
+
+def test_landing_page_finds_a_patient_and_shows_the_age_the_paediatric_way(
+    page: Page, demo_archive: DemoArchive, artifacts: Path, record_property: RecordProperty
+) -> None:
+    neonate = demo_archive.study("US", "US Head Neonatal")
+    qido_urls: list[str] = []
+    page.on("request", lambda request: _keep_qido(request, qido_urls))
+    page.goto(f"{demo_archive.server.http_url}/")
+    expect(page.locator("#study-table tbody tr").first).to_be_visible()
+
+    family = neonate.patient_name.split("^")[0]
+    _search(page, family[:3].lower())
+    rows = page.locator("#study-table tbody tr")
+    row = rows.filter(has_text=neonate.patient_id)
+    expect(row).to_have_count(1)
+    family_name, given_name = neonate.patient_name.split("^")
+    expect(row.locator("th")).to_have_text(f"{family_name}, {given_name}")
+    expect(row.locator("td[data-label='Age at study']")).to_have_text("2 days")
+    expect(row.locator("td[data-label='Modality']")).to_have_text("US")
+    expect(row.locator("td[data-label='Description']")).to_have_text("US Head Neonatal")
+    expect(row.locator("td[data-label='Images']")).to_have_text("1")
+    expect(row.locator("th a")).to_have_attribute(
+        "href", f"/viewer/viewer?StudyInstanceUIDs={neonate.study_instance_uid}"
+    )
+    search = parse_qs(urlparse(qido_urls[-1]).query)
+    assert search["PatientName"] == [f"{family[:3].lower()}*"]
+    assert search["fuzzymatching"] == ["true"]
+
+    _search(page, "Nobody-by-this-name")
+    expect(page.locator("#search-status")).to_have_text("No studies match.")
+    expect(page.locator("#study-table")).to_be_hidden()
+    _screenshot(page, artifacts / "landing-no-match.png", record_property)
+
+
+def test_landing_page_pages_through_every_study_with_more(
+    page: Page, demo_archive: DemoArchive
+) -> None:
+    # Pages of 5 instead of 25, so the demo data set spans several: the page as served, with
+    # its page size attribute changed on the way to the browser.
+    def small_pages(route: Route) -> None:
+        served = route.fetch()
+        html = served.text().replace('data-page-size="25"', 'data-page-size="5"')
+        assert 'data-page-size="5"' in html
+        route.fulfill(response=served, body=html)
+
+    page.route(f"{demo_archive.server.http_url}/", small_pages)
+    page.goto(f"{demo_archive.server.http_url}/")
+    rows = page.locator("#study-table tbody tr")
+    more = page.get_by_role("button", name="Show more studies")
+    expect(rows).to_have_count(5)
+    total = len(demo_archive.studies)
+    for shown in range(10, total + 5, 5):
+        more.click()
+        expect(rows).to_have_count(min(shown, total))
+    expect(more).to_be_hidden()
+    expect(page.locator("#search-status")).to_have_text(f"Showing {total} studies.")
+    uids = rows.evaluate_all("(rows) => rows.map((row) => row.dataset.studyInstanceUid)")
+    assert sorted(uids) == sorted(study.study_instance_uid for study in demo_archive.studies)
+
+
+def test_landing_page_shows_the_archive_error_message(
+    page: Page, demo_archive: DemoArchive
+) -> None:
+    # The form cannot send a malformed date, so the request is altered on its way out; the
+    # refusal and its message are the real server's.
+    def malformed_date(route: Route) -> None:
+        url = urlparse(route.request.url)
+        route.continue_(url=url._replace(query=f"{url.query}&StudyDate=2024").geturl())
+
+    page.goto(f"{demo_archive.server.http_url}/")
+    expect(page.locator("#study-table tbody tr").first).to_be_visible()
+    page.route("**/dicomweb/studies?*", malformed_date)
+    page.get_by_role("button", name="Search").click()
+    error = page.locator("#search-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("HTTP 400")
+    expect(error).to_contain_text("StudyDate")
+    expect(page.locator("#study-table")).to_be_hidden()
+
+
+def test_landing_page_is_readable_on_a_tablet_without_sideways_scrolling(
+    browser: Browser, demo_archive: DemoArchive, artifacts: Path, record_property: RecordProperty
+) -> None:
+    context = browser.new_context(viewport=TABLET, has_touch=True, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto(f"{demo_archive.server.http_url}/")
+        rows = page.locator("#study-table tbody tr")
+        expect(rows.first).to_be_visible()
+        width = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert width[0] <= width[1], f"horizontal scroll: content {width[0]}px in {width[1]}px"
+        assert page.locator("#study-table thead").bounding_box()["height"] <= 1  # cards
+        for index in range(rows.count()):
+            box = rows.nth(index).bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= TABLET["width"]
+        too_small = page.evaluate(
+            """() => [...document.querySelectorAll('button, input, select, tbody a')]
+                .filter((element) => element.offsetParent !== null)
+                .map((element) => [element.id || element.textContent.trim(),
+                                   element.getBoundingClientRect().height])
+                .filter(([, height]) => height < 44)"""
+        )
+        assert too_small == [], f"touch targets under 44px: {too_small}"
+        font_size = page.evaluate(
+            "() => parseFloat(getComputedStyle(document.querySelector('tbody td')).fontSize)"
+        )
+        assert font_size >= 14
+        _screenshot(page, artifacts / "landing-tablet-768.png", record_property, full_page=True)
+    finally:
+        context.close()
+
+
+# --- From the list into the viewer -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("modality", "description", "age"),
+    [("CT", "CT Head", "15 years"), ("US", "US Head Neonatal", "2 days")],
+    ids=["ct-40-slices", "us-cine"],
+)
+def test_study_opens_in_the_viewer_and_draws_an_image(
+    page: Page,
+    demo_archive: DemoArchive,
+    artifacts: Path,
+    record_property: RecordProperty,
+    modality: str,
+    description: str,
+    age: str,
+) -> None:
+    _require_viewer()
+    study = demo_archive.study(modality, description)
+    traffic = _Traffic()
+    page.on("requestfinished", traffic.finished)
+    page.on("requestfailed", traffic.failed)
+    page.on("console", lambda message: traffic.console(message.type, message.text))
+    page.on("pageerror", lambda error: traffic.console("pageerror", str(error)))
+
+    page.goto(f"{demo_archive.server.http_url}/")
+    _search(page, study.patient_name.split("^")[0])
+    row = page.locator("#study-table tbody tr").filter(has_text=study.study_description)
+    expect(row).to_have_count(1)
+    expect(row.locator("td[data-label='Age at study']")).to_have_text(age)
+    expect(row.locator("td[data-label='Images']")).to_have_text(str(study.instances))
+    _screenshot(page, artifacts / f"landing-{modality.lower()}-search.png", record_property)
+
+    row.locator("td[data-label='Description']").click()  # the whole row opens the study
+    page.wait_for_url(f"**/viewer/viewer?StudyInstanceUIDs={study.study_instance_uid}")
+
+    try:
+        page.wait_for_function(DRAWN_CANVAS_JS, timeout=VIEWER_TIMEOUT_MS, polling=500)
+        is_drawn = True
+    except PlaywrightTimeoutError:
+        is_drawn = False
+    name = f"viewer-{modality.lower()}"
+    _screenshot(page, artifacts / f"{name}.png", record_property)
+    log = artifacts / f"{name}-requests.json"
+    log.write_text(json.dumps(traffic.report(), indent=2))
+    record_property(f"{name}-requests", str(log))
+    print(f"viewer requests and console errors: {log}")
+    failed = traffic.dicomweb_failures()
+    assert is_drawn, (
+        f"no viewport canvas drew an image within {VIEWER_TIMEOUT_MS // 1000} s; "
+        f"failed DICOMweb requests: {failed}; console: {traffic.messages[:10]}"
+    )
+    viewport = page.locator(".cornerstone-viewport-element, .viewport-element").first
+    viewport_shot = artifacts / f"{name}-viewport.png"
+    viewport.screenshot(path=viewport_shot)
+    record_property(f"screenshot-{viewport_shot.stem}", str(viewport_shot))
+    assert _is_not_blank(viewport_shot), f"the viewport looks blank: {viewport_shot}"
+    assert failed == [], f"DICOMweb requests that failed: {failed}"
+
+
+# A cornerstone viewport canvas with an image: many grey levels, not one flat colour. The
+# on-screen canvas is 2D (cornerstone3D copies its WebGL rendering into it), so it reads back.
+DRAWN_CANVAS_JS = """() => {
+    const canvases = document.querySelectorAll('canvas.cornerstone-canvas');
+    for (const canvas of canvases) {
+        if (canvas.width < 32 || canvas.height < 32) continue;
+        const context = canvas.getContext('2d', { willReadFrequently: true });
+        if (!context) continue;
+        const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+        const levels = new Set();
+        let lit = 0;
+        for (let index = 0; index < data.length; index += 4 * 7) {
+            const grey = (data[index] + data[index + 1] + data[index + 2]) / 3;
+            levels.add(Math.round(grey));
+            if (grey > 16) lit += 1;
+        }
+        if (levels.size >= 16 && lit * 4 * 7 > data.length * 0.01) return true;
+    }
+    return false;
+}"""
+
+
+class _Traffic:
+    """What the viewer asked for and what went wrong, for the report and the assertion."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+        self.messages: list[str] = []
+
+    def finished(self, request: Request) -> None:
+        response: Response | None = request.response()
+        self.requests.append(
+            {
+                "method": request.method,
+                "url": request.url,
+                "status": response.status if response else None,
+                "type": request.resource_type,
+                "body": _short_body(response) if response and response.status >= 400 else "",
+            }
+        )
+
+    def failed(self, request: Request) -> None:
+        self.requests.append(
+            {
+                "method": request.method,
+                "url": request.url,
+                "status": None,
+                "failure": request.failure,
+            }
+        )
+
+    def console(self, kind: str, text: str) -> None:
+        if kind in {"error", "pageerror", "warning"}:
+            self.messages.append(f"{kind}: {text}")
+
+    def dicomweb_failures(self) -> list[dict[str, object]]:
+        return [
+            each
+            for each in self.requests
+            if "/dicomweb/" in str(each["url"])
+            and (each["status"] is None or int(str(each["status"])) >= 400)
+        ]
+
+    def report(self) -> dict[str, object]:
+        return {"requests": self.requests, "console": self.messages}
+
+
+def _short_body(response: Response) -> str:
+    try:
+        return response.text()[:500]
+    except Exception as error:  # the body may be gone once the page navigated
+        return f"(body unavailable: {error})"
+
+
+def _keep_qido(request: Request, urls: list[str]) -> None:
+    if "/dicomweb/studies" in request.url:
+        urls.append(request.url)
+
+
+def _require_viewer() -> None:
+    if (VIEWER_DIR / "index.html").is_file():
+        return
+    message = f"the OHIF viewer is not installed in {VIEWER_DIR}; run `make viewer`"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _is_not_blank(path: Path) -> bool:
+    """An image is more than one flat colour: many grey levels and some spread."""
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        levels = sum(1 for count in grey.histogram() if count)
+        spread = ImageStat.Stat(grey).stddev[0]
+    return levels >= 16 and spread >= 4.0
+
+
+def _screenshot(
+    page: Page, path: Path, record_property: RecordProperty, *, full_page: bool = False
+) -> None:
+    page.screenshot(path=path, full_page=full_page)
+    record_property(f"screenshot-{path.stem}", str(path))
+    print(f"screenshot: {path}")

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from pedipacs import __version__
+from pedipacs.web.viewer import VIEWER_PATH
 
 PAGES_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PAGES_DIR / "static"
@@ -82,7 +83,7 @@ class RevalidatedStaticFiles(StaticFiles):
 def landing_router(
     *,
     qido_path: str = "/dicomweb/studies",
-    viewer_path: str = "/viewer/viewer",
+    viewer_path: str = f"{VIEWER_PATH}/viewer",
     page_size: int = 25,
 ) -> APIRouter:
     """`GET /` (the study list) and the pages' assets under `/static/`.
