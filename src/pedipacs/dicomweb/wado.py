@@ -14,6 +14,7 @@ from pedipacs.dicom import frames as dicom_frames
 from pedipacs.dicom import rendering
 from pedipacs.dicom.bulk_data import bulk_data_value, decoded_frame
 from pedipacs.dicom.json_model import with_instance_uri
+from pedipacs.dicom.transfer_syntax import LOSSLESS_ENCODABLE, NATIVE_SYNTAXES
 from pedipacs.dicomweb.deps import (
     CACHE_IMMUTABLE,
     CACHE_REVALIDATE,
@@ -27,6 +28,7 @@ from pedipacs.dicomweb.media import (
     DICOM_JSON,
     OCTET_STREAM,
     Choice,
+    NotAcceptableError,
     choose,
     frame_choice,
     instance_choice,
@@ -52,6 +54,7 @@ STUDY = "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
 MAX_FRAMES_PER_REQUEST = 10_000
+PRODUCIBLE_SYNTAXES = frozenset({*NATIVE_SYNTAXES, *LOSSLESS_ENCODABLE})
 
 
 def uid_query(study: str, series: str | None = None, instance: str | None = None) -> Query:
@@ -96,6 +99,7 @@ def _located(
 def _retrieve(request: Request, services: Services, origin: Origin, query: Query) -> Response:
     choice = instance_choice(parse_accept(request.headers.get("accept")))
     locations = _located(services, origin, query, "WADO-RS")
+    _check_producible(choice.transfer_syntax, locations)
     etag = _etag(locations, f"instances {choice.transfer_syntax}")
     is_single = query.level is QueryLevel.IMAGE
     headers = {"ETag": etag, "Cache-Control": CACHE_IMMUTABLE if is_single else CACHE_REVALIDATE}
@@ -117,6 +121,17 @@ def _retrieve(request: Request, services: Services, origin: Origin, query: Query
         media_type=content_type(DICOM, boundary, choice.transfer_syntax),
         headers=headers,
     )
+
+
+def _check_producible(syntax: str | None, locations: Sequence[InstanceLocation]) -> None:
+    """Refuse up front (406) a transfer syntax that no conversion of ours can produce."""
+    if syntax is None or syntax in PRODUCIBLE_SYNTAXES:
+        return
+    if any(location.transfer_syntax_uid != syntax for location in locations):
+        raise NotAcceptableError(
+            f"instances can be sent as stored (transfer-syntax=*) or converted to "
+            f"{', '.join(sorted(PRODUCIBLE_SYNTAXES))}, not {syntax}"
+        )
 
 
 def _part(transfer_syntax: str, chunks: Iterator[bytes] | list[bytes]) -> OutgoingPart:
@@ -251,6 +266,9 @@ def retrieve_frames(
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     with services.retrieve.local_file(location) as path:
+        layout = dicom_frames.pixel_layout(path)
+        for number in numbers:
+            layout.frame_index(number)  # FrameNotFoundError before any decoding
         if choice.transfer_syntax is None:
             bodies = list(dicom_frames.read_frames(path, numbers))
             syntax = location.transfer_syntax_uid

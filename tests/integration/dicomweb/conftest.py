@@ -1,0 +1,38 @@
+"""A running server per database for the DICOMweb tests, and a dicomweb-client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from dicomweb_client.api import DICOMwebClient
+
+from support.databases import fresh_database
+from support.server import RunningServer, start_server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def web_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_available: bool,
+) -> Iterator[RunningServer]:
+    if request.param == "postgresql" and not postgres_available:
+        pytest.skip("PostgreSQL is not reachable")
+    directory = tmp_path_factory.mktemp(f"dicomweb_{request.param}")
+    with fresh_database(request.param, directory) as url:
+        server = start_server(directory / "server", url)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def client(web_server: RunningServer) -> Iterator[DICOMwebClient]:
+    dicomweb = DICOMwebClient(f"{web_server.http_url}/dicomweb")
+    # dicomweb-client sends `Host: 127.0.0.1` without the port, so the absolute URLs a server
+    # builds from it (RetrieveURL, BulkDataURI) would point at port 80: say it properly.
+    dicomweb.host = f"127.0.0.1:{web_server.http_port}"
+    yield dicomweb
+    dicomweb._session.close()
