@@ -1,0 +1,43 @@
+"""The assembled application: CORS is off unless origins are configured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from pedipacs.config import Settings
+from pedipacs.node import Node
+from pedipacs.web.app import create_app
+
+
+def _preflight(node: Node) -> httpx.Response:
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://pacs.test") as client:
+            return await client.options(
+                "/dicomweb/studies",
+                headers={
+                    "Origin": "https://viewer.hospital.example",
+                    "Access-Control-Request-Method": "GET",
+                },
+            )
+
+    return asyncio.run(fetch())
+
+
+def test_cors_is_refused_by_default(node: Node) -> None:
+    response = _preflight(node)
+
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_allows_a_configured_origin(settings: Settings) -> None:
+    configured = settings.model_copy(update={"cors_origins": ["https://viewer.hospital.example"]})
+    node = Node.from_settings(configured)
+    try:
+        response = _preflight(node)
+    finally:
+        node.stop()
+
+    assert response.headers["access-control-allow-origin"] == "https://viewer.hospital.example"
