@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from conformance.cases import dataset_files
-from support.databases import fresh_database
+from support.databases import server_on_fresh_database
 from support.dcmtk import storescu
-from support.server import RunningServer, start_server
+from support.server import RunningServer
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -23,11 +23,7 @@ def loaded_server(
     if request.param == "postgresql" and not postgres_available:
         pytest.skip("PostgreSQL is not reachable")
     directory = tmp_path_factory.mktemp(f"conformance_{request.param}")
-    with fresh_database(request.param, directory) as url:
-        server = start_server(directory / "server", url)
-        try:
-            stored = storescu(server, dataset_files(directory / "files"))
-            assert stored.returncode == 0, stored.stderr
-            yield server
-        finally:
-            server.stop()
+    with server_on_fresh_database(request.param, directory) as server:
+        stored = storescu(server, dataset_files(directory / "files"))
+        assert stored.returncode == 0, stored.stderr
+        yield server

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from support.server import RunningServer, start_server
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "PEDIPACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -45,3 +47,14 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
         yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
     finally:
         _execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def server_on_fresh_database(kind: str, folder: Path) -> Iterator[RunningServer]:
+    """`pedipacs serve` on a new empty database of `kind`, stopped and dropped afterwards."""
+    with fresh_database(kind, folder) as url:
+        server = start_server(folder / "server", url)
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
@@ -25,17 +27,65 @@ from pedipacs.model.records import InstanceLocation, InstanceMetadata
 from pedipacs.security.audit import AuditEventId, AuditRecord, record
 from pedipacs.storage.blob_store import BlobStore
 
+# A client's frame and rendered-image reads of one study are audited once per this many seconds.
+READ_AUDIT_WINDOW_SECONDS = 300.0
+
+
+class _RecentReads:
+    """Which (client, purpose, study) reads were audited lately. In memory only: after a restart
+    a read is audited again, never left out."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._seen: dict[tuple[str | None, str | None, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(origin: Origin, purpose: str, study: str) -> tuple[str | None, str | None, str, str]:
+        return (origin.who, origin.remote_host, purpose, study)
+
+    def all_seen(self, origin: Origin, purpose: str, studies: set[str]) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return bool(studies) and all(
+                now - self._seen.get(self._key(origin, purpose, study), -self._window)
+                < self._window
+                for study in studies
+            )
+
+    def remember(self, origin: Origin, purpose: str, studies: set[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > 10_000:  # forget the expired ones now and then
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self._window}
+            for study in studies:
+                self._seen[self._key(origin, purpose, study)] = now
+
 
 class RetrieveService:
     def __init__(self, database: Database, blob_store: BlobStore) -> None:
         self._database = database
         self._blob_store = blob_store
+        self._recent_reads = _RecentReads(READ_AUDIT_WINDOW_SECONDS)
 
-    def locate(self, query: Query, origin: Origin, *, purpose: str) -> list[InstanceLocation]:
-        """Every stored instance under the entities `query` names, audited as `purpose`."""
+    def locate(
+        self, query: Query, origin: Origin, *, purpose: str, is_image_read: bool = False
+    ) -> list[InstanceLocation]:
+        """Every stored instance under the entities `query` names, audited as `purpose`.
+
+        `is_image_read` marks the many small reads a viewer makes while a study is open (one
+        per frame, rendered image or thumbnail): each client's reads of a study are audited
+        once per window instead of once per frame.
+        """
         rows = self._rows(query, with_metadata=False)
         locations = self._locations(rows)
+        if is_image_read:
+            studies = {location.study_instance_uid for location in locations}
+            if self._recent_reads.all_seen(origin, purpose, studies):
+                return locations
         self._audit_or_refuse(locations, origin, purpose)
+        if is_image_read:
+            self._recent_reads.remember(origin, purpose, studies)
         return locations
 
     def metadata(self, query: Query, origin: Origin) -> list[InstanceMetadata]:

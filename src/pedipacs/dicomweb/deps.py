@@ -43,6 +43,22 @@ Services = Annotated[DicomwebServices, Depends(_services)]
 RequestOrigin = Annotated[Origin, Depends(_origin)]
 
 
+@dataclass(frozen=True, slots=True)
+class DicomwebCall:
+    """What a DICOMweb route works with: the request, the services and who is asking."""
+
+    request: Request
+    services: DicomwebServices
+    origin: Origin
+
+
+def _call(request: Request, services: Services, origin: RequestOrigin) -> DicomwebCall:
+    return DicomwebCall(request, services, origin)
+
+
+Call = Annotated[DicomwebCall, Depends(_call)]
+
+
 def base_url(request: Request) -> str:
     """The DICOMweb root as the client reached it, for RetrieveURL and BulkDataURI values."""
     return str(request.base_url).rstrip("/") + "/dicomweb"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from pedipacs.dicom.json_model import json_from_values
 from pedipacs.dicomweb.deps import (
     CACHE_REVALIDATE,
-    RequestOrigin,
-    Services,
+    Call,
     base_url,
     json_response,
 )
@@ -31,12 +30,11 @@ _JSON_TYPES = (DICOM_JSON, "application/json")
 
 
 def _search(
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
+    call: Call,
     level: QueryLevel,
     path_uids: dict[str, str],
 ) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     choose(parse_accept(request.headers.get("accept")), _JSON_TYPES)
     qido = query_from_qido_params(list(request.query_params.multi_items()), level, path_uids)
     page = qido.query.limit or DEFAULT_PAGE
@@ -71,40 +69,34 @@ def _json_match(match: QueryMatch, qido: QidoRequest, root: str) -> dict[str, ob
 
 
 @router.get("/studies", summary="QIDO-RS: search for studies")
-def search_studies(request: Request, services: Services, origin: RequestOrigin) -> Response:
-    return _search(request, services, origin, QueryLevel.STUDY, {})
+def search_studies(call: Call) -> Response:
+    return _search(call, QueryLevel.STUDY, {})
 
 
 @router.get("/series", summary="QIDO-RS: search for series in all studies")
-def search_all_series(request: Request, services: Services, origin: RequestOrigin) -> Response:
-    return _search(request, services, origin, QueryLevel.SERIES, {})
+def search_all_series(call: Call) -> Response:
+    return _search(call, QueryLevel.SERIES, {})
 
 
 @router.get("/studies/{study}/series", summary="QIDO-RS: search for series of a study")
-def search_series(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _search(request, services, origin, QueryLevel.SERIES, {"StudyInstanceUID": study})
+def search_series(study: str, call: Call) -> Response:
+    return _search(call, QueryLevel.SERIES, {"StudyInstanceUID": study})
 
 
 @router.get("/instances", summary="QIDO-RS: search for instances in all studies")
-def search_all_instances(request: Request, services: Services, origin: RequestOrigin) -> Response:
-    return _search(request, services, origin, QueryLevel.IMAGE, {})
+def search_all_instances(call: Call) -> Response:
+    return _search(call, QueryLevel.IMAGE, {})
 
 
 @router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances of a study")
-def search_study_instances(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _search(request, services, origin, QueryLevel.IMAGE, {"StudyInstanceUID": study})
+def search_study_instances(study: str, call: Call) -> Response:
+    return _search(call, QueryLevel.IMAGE, {"StudyInstanceUID": study})
 
 
 @router.get(
     "/studies/{study}/series/{series}/instances",
     summary="QIDO-RS: search for instances of a series",
 )
-def search_series_instances(
-    study: str, series: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
+def search_series_instances(study: str, series: str, call: Call) -> Response:
     uids = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
-    return _search(request, services, origin, QueryLevel.IMAGE, uids)
+    return _search(call, QueryLevel.IMAGE, uids)

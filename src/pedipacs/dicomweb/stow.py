@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from pedipacs.dicom.header import read_dataset_header
-from pedipacs.dicomweb.deps import RequestOrigin, Services, base_url
+from pedipacs.dicomweb.deps import Call, DicomwebCall, Services, base_url
 from pedipacs.dicomweb.errors import CANNOT_UNDERSTAND, failure_reason_from_error
 from pedipacs.dicomweb.media import (
     DICOM,
@@ -84,9 +84,8 @@ def _identity(data: bytes) -> tuple[str | None, str | None]:
     return (str(sop_class) if sop_class else None, str(sop_instance) if sop_instance else None)
 
 
-async def _store(
-    request: Request, services: Services, origin: Origin, study: str | None
-) -> Response:
+async def _store(call: DicomwebCall, study: str | None) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     choose(parse_accept(request.headers.get("accept")), (DICOM_JSON, "application/json"))
     content_type = request.headers.get("content-type")
     _, part_type = boundary_from_content_type(content_type)
@@ -159,12 +158,10 @@ def _stored_item(outcome: _Outcome, root: str) -> dict[str, object]:
 
 
 @router.post("/studies", summary="STOW-RS: store instances")
-async def store_instances(request: Request, services: Services, origin: RequestOrigin) -> Response:
-    return await _store(request, services, origin, None)
+async def store_instances(call: Call) -> Response:
+    return await _store(call, None)
 
 
 @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
-async def store_study_instances(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return await _store(request, services, origin, study)
+async def store_study_instances(study: str, call: Call) -> Response:
+    return await _store(call, study)

@@ -18,7 +18,8 @@ from pedipacs.dicom.transfer_syntax import LOSSLESS_ENCODABLE, NATIVE_SYNTAXES
 from pedipacs.dicomweb.deps import (
     CACHE_IMMUTABLE,
     CACHE_REVALIDATE,
-    RequestOrigin,
+    Call,
+    DicomwebCall,
     Services,
     base_url,
     json_response,
@@ -85,9 +86,11 @@ def _etag(locations: Sequence[InstanceLocation], variant: str) -> str:
 
 
 def _located(
-    services: Services, origin: Origin, query: Query, purpose: str
+    services: Services, origin: Origin, query: Query, purpose: str, *, is_image_read: bool = False
 ) -> list[InstanceLocation]:
-    locations = services.retrieve.locate(query, origin, purpose=purpose)
+    locations = services.retrieve.locate(
+        query, origin, purpose=purpose, is_image_read=is_image_read
+    )
     if not locations:
         raise NotFound("no stored instance matches the request")
     return locations
@@ -96,7 +99,8 @@ def _located(
 # -- instances ------------------------------------------------------------------------------
 
 
-def _retrieve(request: Request, services: Services, origin: Origin, query: Query) -> Response:
+def _retrieve(call: DicomwebCall, query: Query) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     choice = instance_choice(parse_accept(request.headers.get("accept")))
     locations = _located(services, origin, query, "WADO-RS")
     _check_producible(choice.transfer_syntax, locations)
@@ -159,35 +163,25 @@ def _file_chunks(retrieve: RetrieveService, location: InstanceLocation) -> Itera
 
 
 @router.get(STUDY, summary="WADO-RS: retrieve a study")
-def retrieve_study(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _retrieve(request, services, origin, uid_query(study))
+def retrieve_study(study: str, call: Call) -> Response:
+    return _retrieve(call, uid_query(study))
 
 
 @router.get(SERIES, summary="WADO-RS: retrieve a series")
-def retrieve_series(
-    study: str, series: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _retrieve(request, services, origin, uid_query(study, series))
+def retrieve_series(study: str, series: str, call: Call) -> Response:
+    return _retrieve(call, uid_query(study, series))
 
 
 @router.get(INSTANCE, summary="WADO-RS: retrieve an instance")
-def retrieve_instance(
-    study: str,
-    series: str,
-    instance: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
-    return _retrieve(request, services, origin, uid_query(study, series, instance))
+def retrieve_instance(study: str, series: str, instance: str, call: Call) -> Response:
+    return _retrieve(call, uid_query(study, series, instance))
 
 
 # -- metadata -------------------------------------------------------------------------------
 
 
-def _metadata(request: Request, services: Services, origin: Origin, query: Query) -> Response:
+def _metadata(call: DicomwebCall, query: Query) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     choose(parse_accept(request.headers.get("accept")), (DICOM_JSON, "application/json"))
     records = services.retrieve.metadata(query, origin)
     if not records:
@@ -203,29 +197,18 @@ def _metadata(request: Request, services: Services, origin: Origin, query: Query
 
 
 @router.get(STUDY + "/metadata", summary="WADO-RS: metadata of a study")
-def study_metadata(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _metadata(request, services, origin, uid_query(study))
+def study_metadata(study: str, call: Call) -> Response:
+    return _metadata(call, uid_query(study))
 
 
 @router.get(SERIES + "/metadata", summary="WADO-RS: metadata of a series")
-def series_metadata(
-    study: str, series: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _metadata(request, services, origin, uid_query(study, series))
+def series_metadata(study: str, series: str, call: Call) -> Response:
+    return _metadata(call, uid_query(study, series))
 
 
 @router.get(INSTANCE + "/metadata", summary="WADO-RS: metadata of an instance")
-def instance_metadata(
-    study: str,
-    series: str,
-    instance: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
-    return _metadata(request, services, origin, uid_query(study, series, instance))
+def instance_metadata(study: str, series: str, instance: str, call: Call) -> Response:
+    return _metadata(call, uid_query(study, series, instance))
 
 
 # -- frames and bulk data -------------------------------------------------------------------
@@ -249,17 +232,12 @@ def frame_numbers(text: str) -> list[int]:
 
 
 @router.get(INSTANCE + "/frames/{frames}", summary="WADO-RS: frames of an instance")
-def retrieve_frames(
-    study: str,
-    series: str,
-    instance: str,
-    frames: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
+def retrieve_frames(study: str, series: str, instance: str, frames: str, call: Call) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     numbers = frame_numbers(frames)
-    location = _located(services, origin, uid_query(study, series, instance), "WADO-RS frames")[0]
+    location = _located(
+        services, origin, uid_query(study, series, instance), "WADO-RS frames", is_image_read=True
+    )[0]
     choice = frame_choice(parse_accept(request.headers.get("accept")), location.transfer_syntax_uid)
     etag = _etag([location], f"frames {frames} {choice}")
     headers = {"ETag": etag, "Cache-Control": CACHE_IMMUTABLE}
@@ -286,16 +264,11 @@ def retrieve_frames(
 
 
 @router.get(INSTANCE + "/bulkdata/{path:path}", summary="WADO-RS: bulk data of an instance")
-def retrieve_bulk_data(
-    study: str,
-    series: str,
-    instance: str,
-    path: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
-    location = _located(services, origin, uid_query(study, series, instance), "WADO-RS bulkdata")[0]
+def retrieve_bulk_data(study: str, series: str, instance: str, path: str, call: Call) -> Response:
+    request, services, origin = call.request, call.services, call.origin
+    location = _located(
+        services, origin, uid_query(study, series, instance), "WADO-RS bulkdata", is_image_read=True
+    )[0]
     choose(parse_accept(request.headers.get("accept")), ("multipart/related", OCTET_STREAM))
     with services.retrieve.local_file(location) as file_path:
         value = bulk_data_value(file_path, path)
@@ -353,16 +326,15 @@ def _image_response(data: bytes, options: rendering.RenderOptions, etag: str) ->
 
 
 def _rendered(
-    request: Request,
-    services: Services,
-    origin: Origin,
+    call: DicomwebCall,
     query: Query,
     frame: int | None,
     *,
     is_thumbnail: bool,
 ) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     options = render_options(request)
-    locations = _located(services, origin, query, "WADO-RS rendered")
+    locations = _located(services, origin, query, "WADO-RS rendered", is_image_read=True)
     # A study or series is shown by its middle instance (PS3.18 leaves the choice open).
     location = (
         locations[len(locations) // 2] if query.level is not QueryLevel.IMAGE else locations[0]
@@ -381,58 +353,32 @@ def _rendered(
 
 
 @router.get(INSTANCE + "/rendered", summary="WADO-RS: an instance rendered as an image")
-def rendered_instance(
-    study: str,
-    series: str,
-    instance: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
+def rendered_instance(study: str, series: str, instance: str, call: Call) -> Response:
     query = uid_query(study, series, instance)
-    return _rendered(request, services, origin, query, None, is_thumbnail=False)
+    return _rendered(call, query, None, is_thumbnail=False)
 
 
 @router.get(INSTANCE + "/frames/{frames}/rendered", summary="WADO-RS: a frame rendered as an image")
-def rendered_frame(
-    study: str,
-    series: str,
-    instance: str,
-    frames: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
+def rendered_frame(study: str, series: str, instance: str, frames: str, call: Call) -> Response:
     numbers = frame_numbers(frames)
     if len(numbers) != 1:
         raise InvalidInput("a rendered frame request names exactly one frame")
     query = uid_query(study, series, instance)
-    return _rendered(request, services, origin, query, numbers[0], is_thumbnail=False)
+    return _rendered(call, query, numbers[0], is_thumbnail=False)
 
 
 @router.get(STUDY + "/thumbnail", summary="WADO-RS: thumbnail of a study")
-def study_thumbnail(
-    study: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
-    return _rendered(request, services, origin, uid_query(study), None, is_thumbnail=True)
+def study_thumbnail(study: str, call: Call) -> Response:
+    return _rendered(call, uid_query(study), None, is_thumbnail=True)
 
 
 @router.get(SERIES + "/thumbnail", summary="WADO-RS: thumbnail of a series")
-def series_thumbnail(
-    study: str, series: str, request: Request, services: Services, origin: RequestOrigin
-) -> Response:
+def series_thumbnail(study: str, series: str, call: Call) -> Response:
     query = uid_query(study, series)
-    return _rendered(request, services, origin, query, None, is_thumbnail=True)
+    return _rendered(call, query, None, is_thumbnail=True)
 
 
 @router.get(INSTANCE + "/thumbnail", summary="WADO-RS: thumbnail of an instance")
-def instance_thumbnail(
-    study: str,
-    series: str,
-    instance: str,
-    request: Request,
-    services: Services,
-    origin: RequestOrigin,
-) -> Response:
+def instance_thumbnail(study: str, series: str, instance: str, call: Call) -> Response:
     query = uid_query(study, series, instance)
-    return _rendered(request, services, origin, query, None, is_thumbnail=True)
+    return _rendered(call, query, None, is_thumbnail=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from pedipacs.dicom import rendering
-from pedipacs.dicomweb.deps import CACHE_IMMUTABLE, RequestOrigin, Services
+from pedipacs.dicomweb.deps import CACHE_IMMUTABLE, Call
 from pedipacs.dicomweb.media import DICOM, NotAcceptableError
 from pedipacs.dicomweb.wado import uid_query
 from pedipacs.errors import InvalidInput, NotFound
@@ -50,7 +50,8 @@ def _render_options(request: Request, media_type: str) -> rendering.RenderOption
 
 
 @router.get("/wado", summary="WADO-URI: retrieve an object")
-def wado_uri(request: Request, services: Services, origin: RequestOrigin) -> Response:
+def wado_uri(call: Call) -> Response:
+    request, services, origin = call.request, call.services, call.origin
     if _required(request, "requestType") != "WADO":
         raise InvalidInput("requestType must be WADO")
     query = uid_query(

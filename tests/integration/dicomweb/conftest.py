@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
-from support.databases import fresh_database
-from support.server import RunningServer, start_server
+from support.databases import server_on_fresh_database
+from support.server import RunningServer
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -20,12 +20,8 @@ def web_server(
     if request.param == "postgresql" and not postgres_available:
         pytest.skip("PostgreSQL is not reachable")
     directory = tmp_path_factory.mktemp(f"dicomweb_{request.param}")
-    with fresh_database(request.param, directory) as url:
-        server = start_server(directory / "server", url)
-        try:
-            yield server
-        finally:
-            server.stop()
+    with server_on_fresh_database(request.param, directory) as server:
+        yield server
 
 
 @pytest.fixture

@@ -17,7 +17,16 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from PIL import Image, ImageStat
-from playwright.sync_api import Browser, Page, Request, Response, Route, ViewportSize, expect
+from playwright.sync_api import (
+    Browser,
+    Locator,
+    Page,
+    Request,
+    Response,
+    Route,
+    ViewportSize,
+    expect,
+)
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pydicom import dcmread
 
@@ -395,6 +404,34 @@ def test_study_opens_in_the_viewer_and_draws_an_image(
     record_property(f"screenshot-{viewport_shot.stem}", str(viewport_shot))
     assert _is_not_blank(viewport_shot), f"the viewport looks blank: {viewport_shot}"
     assert failed == [], f"DICOMweb requests that failed: {failed}"
+    _assert_scrolling_changes_the_image(page, viewport)
+    _screenshot(page, artifacts / f"{name}-scrolled.png", record_property)
+
+
+def _assert_scrolling_changes_the_image(page: Page, viewport: Locator) -> None:
+    """The mouse wheel over the viewport moves to another CT slice or another cine frame."""
+    box = viewport.bounding_box()
+    assert box is not None
+    before = page.evaluate(CANVAS_FINGERPRINT_JS)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(5):
+        page.mouse.wheel(0, 120)
+    page.wait_for_function(
+        f"(before) => ({CANVAS_FINGERPRINT_JS})() !== before", arg=before, timeout=30_000
+    )
+
+
+# A checksum of the largest cornerstone canvas: changes when another image is drawn.
+CANVAS_FINGERPRINT_JS = """() => {
+    const canvases = [...document.querySelectorAll('canvas.cornerstone-canvas')];
+    const canvas = canvases.sort((a, b) => b.width * b.height - a.width * a.height)[0];
+    if (!canvas) return null;
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let sum = 0;
+    for (let index = 0; index < data.length; index += 4 * 5) sum = (sum * 31 + data[index]) >>> 0;
+    return sum;
+}"""
 
 
 # A cornerstone viewport canvas with an image: many grey levels, not one flat colour. The
