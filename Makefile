@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint system-deps viewer docs bench clean
+.PHONY: install run test lint system-deps viewer docs bench bench-dicomweb clean
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,12 @@ docs: install
 	$(BIN)/cog -r docs/configuration.md
 
 bench: install system-deps
+	@bash bench/install-deps.sh
 	$(BIN)/python bench/ingest.py
+
+bench-dicomweb: install system-deps viewer
+	@bash bench/install-deps.sh
+	$(BIN)/python bench/dicomweb.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import FrameType
 
 from pydicom.dataset import Dataset
 
@@ -33,11 +29,20 @@ import datasets
 import environment
 import report
 from datasets import CtSeries, StudySet
-from noise import BackgroundLoad
-from peers import SERVERS, MemorySampler, Pedipacs, Server, rerun_in_private_network
+from peers import SERVERS, Pedipacs, Server, rerun_in_private_network
 from report import GrowthStep, Observation, Results, Workload
+from runner import (
+    add_common_arguments,
+    chosen_servers,
+    common_options,
+    noise,
+    observing,
+    preset_sizes,
+    run_and_report,
+    say,
+    warm_page_cache,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
 FIND_WARMUP = 3
 # A server that disappears mid-run (on a shared machine, someone's `pkill`) gets new tries.
 ATTEMPTS = 3
@@ -84,44 +89,24 @@ def parse_options(argv: Sequence[str]) -> tuple[Options, bool]:
     parser.add_argument("--queries", type=int, help="timed C-FINDs per run [20]")
     parser.add_argument("--quick", action="store_true", help="reduced smoke run (~2 minutes)")
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help="comma-separated subset of %(default)s"
-    )
-    parser.add_argument(
         "--only", default=",".join(GROUPS), help="comma-separated subset of %(default)s"
     )
-    parser.add_argument("--data-dir", type=Path, default=BENCH_DIR / "results" / "data")
-    parser.add_argument("--work-dir", type=Path, help="where servers store (default: temp)")
-    parser.add_argument("--json", type=Path, dest="json_path", help="write the results here")
-    parser.add_argument(
-        "--shared-network",
-        action="store_true",
-        help="do not run in a private network namespace (Orthanc and storescp then listen "
-        "on every interface)",
-    )
+    add_common_arguments(parser, tuple(SERVERS))
     args = parser.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    sizes = {
-        key: value if getattr(args, key) is None else getattr(args, key)
-        for key, value in preset.items()
-    }
+    sizes = preset_sizes(args, QUICK if args.quick else FULL)
     if (
         min(sizes["runs"], sizes["queries"]) < 1
         or min(sizes["ct_slices"], sizes["small_count"]) < 4
     ):
         parser.error("runs and queries must be at least 1, slices and small instances at least 4")
-    servers = tuple(name.strip() for name in args.servers.split(",") if name.strip())
-    unknown = set(servers) - set(SERVERS)
-    if unknown or "pedipacs" not in servers:
-        parser.error(f"--servers must include pedipacs and name only {', '.join(SERVERS)}")
+    servers = chosen_servers(parser, args, tuple(SERVERS))
     groups = tuple(name.strip() for name in args.only.split(",") if name.strip())
     if not groups or set(groups) - set(GROUPS):
         parser.error(f"--only names some of {', '.join(GROUPS)}")
     options = Options(
         servers=servers,
         groups=groups,
-        data_dir=args.data_dir.resolve(),
-        work_dir=args.work_dir,
-        json_path=args.json_path,
+        **common_options(args),
         **sizes,
     )
     return options, args.shared_network
@@ -143,20 +128,6 @@ def define_workloads(ct: CtSeries, studies: StudySet) -> dict[str, Workload]:
                  "MB/s", 590),
     )  # fmt: skip
     return {workload.key: workload for workload in workloads}
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def observing(server: Server) -> Iterator[Observation]:
-    """The server's peak memory and the machine's background load while the block runs."""
-    observation = Observation()
-    with MemorySampler(server) as memory, BackgroundLoad(server) as background:
-        yield observation
-    observation.peak_rss_bytes = memory.peak_bytes
-    observation.background_cores = background.cores
 
 
 class Benchmark:
@@ -237,7 +208,7 @@ class Benchmark:
                 f"{what}: {server.name} reports {stored} instances stored, expected {expected}"
             )
         rate = expected / seconds
-        say(f"{what:<18} {server.name:<9} {rate:9,.1f} inst/s  {_noise(observed)}")
+        say(f"{what:<18} {server.name:<9} {rate:9,.1f} inst/s  {noise(observed)}")
         return rate, observed
 
     def measure_get(self, server: Server, ct: CtSeries) -> None:
@@ -306,16 +277,6 @@ class Benchmark:
             parts = [[part] for part in chunk.parts]
             rate, observed = self._store(server, parts, chunk.count, "growth at 0 (fresh)")
         self.results.growth.append(GrowthStep(0, chunk.count, rate, observed, is_control=True))
-
-
-def _noise(observed: Observation) -> str:
-    return f"(background {observed.background_cores:.2f} cores)"
-
-
-def warm_page_cache(root: Path) -> None:
-    """Read every file once, so that no run pays for the client's first disk read."""
-    for path in root.rglob("*.dcm"):
-        path.read_bytes()
 
 
 def prepare_data(options: Options) -> tuple[CtSeries, StudySet, list[StudySet]]:
@@ -389,38 +350,13 @@ def print_results(results: Results) -> None:
         print(f"PROBLEM: {problem}")
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     options, shared_network = parse_options(arguments)
     if not shared_network:
         rerun_in_private_network([sys.argv[0], *arguments])
     environment.check_tools(options.servers)
-    # Servers and tools are stopped by `with` blocks and `finally`: make every stop signal,
-    # even a SIGINT ignored by a parent shell, unwind through them.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="pedipacs-bench-", dir=options.work_dir))
-    results = Results()
-    try:
-        run(options, workdir, results)
-    except BaseException as error:
-        results.problems.append(f"run stopped early: {error!r}")
-        say(f"stopped early; server folders and logs kept in {workdir}")
-        raise
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    finally:
-        if results.context:
-            environment.finish(results.context)
-        print_results(results)
-        if options.json_path and results.context:
-            report.write_json(results, options.json_path)
-            say(f"results written to {options.json_path}")
-    return 1 if results.problems else 0
+    return run_and_report(partial(run, options), print_results, options.work_dir, options.json_path)
 
 
 if __name__ == "__main__":

@@ -179,10 +179,14 @@ class Pedipacs(Server):
 
     name = "pedipacs"
     ae_title = "PEDIPACS"
+    DICOMWEB_ROOT = "/dicomweb"
 
-    def __init__(self, workdir: Path, source: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, source: Path | None = None, viewer_dir: Path | None = None
+    ) -> None:
         super().__init__(workdir)
         self.source = source  # a folder holding a `pedipacs` package to run instead
+        self.viewer_dir = viewer_dir  # the OHIF build served under /viewer, if any
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pedipacs", "serve"]
@@ -199,6 +203,7 @@ class Pedipacs(Server):
             "PEDIPACS_DICOM_PORT": str(self.dicom_port),
             "PEDIPACS_HTTP_PORT": str(self.http_port),
             "PEDIPACS_LOG_LEVEL": "WARNING",
+            **({"PEDIPACS_VIEWER_DIR": str(self.viewer_dir)} if self.viewer_dir else {}),
         }
 
     @property
@@ -227,13 +232,36 @@ class Pedipacs(Server):
 
 
 class Orthanc(Server):
-    """Orthanc with its default SQLite index and storage area, configured for the benchmark."""
+    """Orthanc with its default SQLite index and storage area, configured for the benchmark.
+
+    With `dicomweb`, the DICOMweb plugin (Debian package `orthanc-dicomweb`) serves
+    `DICOMWEB_ROOT` on the HTTP port; otherwise no plugin is loaded.
+    """
 
     name = "orthanc"
     ae_title = "ORTHANC"
+    DICOMWEB_ROOT = "/dicom-web"
+    DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+    def __init__(self, workdir: Path, dicomweb: bool = False) -> None:
+        super().__init__(workdir)
+        self.dicomweb = dicomweb
 
     def config(self) -> dict[str, object]:
         storage = str(self.workdir / "storage")
+        plugin: dict[str, object] = {}
+        if self.dicomweb:
+            plugin = {
+                "Plugins": [str(self.DICOMWEB_PLUGIN)],
+                # The plugin's defaults otherwise (StudiesMetadata "Full": read every file).
+                "DicomWeb": {
+                    "Enable": True,
+                    "Root": f"{self.DICOMWEB_ROOT}/",
+                    "EnableWado": False,
+                    "Host": f"{LOOPBACK}:{self.http_port}",
+                    "Ssl": False,
+                },
+            }
         return {
             "Name": "pedipacs-bench",
             "StorageDirectory": storage,
@@ -251,6 +279,7 @@ class Orthanc(Server):
             # The benchmark's own AE, allowed to C-FIND and C-GET; its port is never called,
             # as C-GET answers on the requestor's association.
             "DicomModalities": {"bench": [SCU_AE_TITLE, LOOPBACK, 104]},
+            **plugin,
         }
 
     def prepare(self) -> None:
@@ -259,6 +288,9 @@ class Orthanc(Server):
     def command(self) -> list[str]:
         binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         return [binary, str(self.workdir / "orthanc.json")]
+
+    def is_ready(self) -> bool:
+        return (not self.dicomweb or _listening_sockets(self.http_port) >= 1) and super().is_ready()
 
     def stored_count(self) -> int:
         statistics = json.loads(_http_get(self.http_port, "/statistics"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def ratio(results: Results, workload: str, server: str) -> float | None:
     return ours.median / theirs.median
 
 
-def _figure(value: float | None, unit: str = "") -> str:
+def figure(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
     text = f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
@@ -108,7 +109,7 @@ def _cell(results: Results, workload: Workload, server: str) -> str:
     found = results.find(workload.key, server)
     if not found or not found.values:
         return "-"
-    return f"{_figure(found.median)} ±{found.spread:.0%}"
+    return f"{figure(found.median)} ±{found.spread:.0%}"
 
 
 def _ratio_cell(value: float | None) -> str:
@@ -136,25 +137,23 @@ def figures_table(results: Results) -> str:
                 *(_cell(results, workload, server) for server in SERVER_ORDER),
                 _ratio_cell(ratio(results, workload.key, "orthanc")),
                 _ratio_cell(ratio(results, workload.key, "storescp")),
-                _figure(workload.orthanc_reference),
-                _figure(workload.storescp_reference),
+                figure(workload.orthanc_reference),
+                figure(workload.storescp_reference),
             )
         )
-    return _format(rows)
+    return format_table(rows)
 
 
-def memory_table(results: Results) -> str:
-    rows: list[tuple[str, ...]] = [
-        ("workload", *(f"{server} peak RSS MB" for server in SERVER_ORDER))
-    ]
+def memory_table(results: Results, servers: Sequence[str] = SERVER_ORDER) -> str:
+    rows: list[tuple[str, ...]] = [("workload", *(f"{server} peak RSS MB" for server in servers))]
     for workload in results.workloads:
         cells = []
-        for server in SERVER_ORDER:
+        for server in servers:
             found = results.find(workload.key, server)
             peaks = found.peak_rss_bytes if found else []
             cells.append(f"{max(peaks) / 1e6:,.0f}" if peaks else "-")
         rows.append((workload.label, *cells))
-    return _format(rows)
+    return format_table(rows)
 
 
 def growth_table(results: Results) -> str:
@@ -167,12 +166,12 @@ def growth_table(results: Results) -> str:
                 "fresh (control)" if step.is_control else "growing",
                 f"{step.instances_before:,}",
                 f"{step.instances_sent:,}",
-                _figure(step.rate),
+                figure(step.rate),
                 f"{step.observed.background_cores:.2f}",
                 f"{step.observed.peak_rss_bytes / 1e6:,.0f}",
             )
         )
-    return _format(rows)
+    return format_table(rows)
 
 
 def growth_summary(results: Results, tolerance: float = 0.2) -> str:
@@ -214,7 +213,7 @@ def background_summary(results: Results) -> str:
     )
 
 
-def _format(rows: list[tuple[str, ...]]) -> str:
+def format_table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = []
     for number, row in enumerate(rows):
