@@ -16,9 +16,10 @@ from pydicom import dcmread
 from sqlalchemy import create_engine, text
 
 from pedipacs.dicom.part10 import dataset_offset
+from support.databases import postgres_is_available, server_on_fresh_database
 from support.dcmtk import findscu, getscu, run, store_statuses
 from support.files import DicomFile, pydicom_test_files
-from support.server import RunningServer, free_port, start_server
+from support.server import RunningServer, free_port
 
 SUCCESS, MISSING_OR_INVALID, DUPLICATE_REJECTED, IDENTITY_CONFLICT = 0x0000, 0xA900, 0xC001, 0xC002
 
@@ -49,27 +50,17 @@ def stored_archive(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[tuple[RunningServer, list[DicomFile], dict[Path, list[int]]]]:
     """One server per database, with every pydicom test file sent once, one association each."""
-    from conftest import _drop_postgres_schema, _fresh_postgres_schema, _postgres_available
-
     kind = request.param
+    if kind == "postgresql" and not postgres_is_available():
+        pytest.skip("PostgreSQL is not reachable")
     base = tmp_path_factory.mktemp(f"archive-{kind}")
-    schema = None
-    if kind == "sqlite":
-        url = f"sqlite:///{base / 'index.sqlite3'}"
-    else:
-        if not _postgres_available():
-            pytest.skip("PostgreSQL is not reachable")
-        schema, url = _fresh_postgres_schema()
-    server = start_server(base / "server", url)
-    files = pydicom_test_files()
-    statuses = {
-        file.path: store_statuses(server, file.path, transfer_syntax=file.transfer_syntax_uid)
-        for file in files
-    }
-    yield server, files, statuses
-    server.stop()
-    if schema:
-        _drop_postgres_schema(schema)
+    with server_on_fresh_database(kind, base) as server:
+        files = pydicom_test_files()
+        statuses = {
+            file.path: store_statuses(server, file.path, transfer_syntax=file.transfer_syntax_uid)
+            for file in files
+        }
+        yield server, files, statuses
 
 
 @pytest.fixture(scope="module")
