@@ -104,11 +104,12 @@ class Target:
         return ours <= bound if unit == "ms" else ours >= bound
 
 
-# The one absolute target is the metadata's; the others ask for Orthanc's figure.
+# The absolute targets: metadata p50 under 50 ms, QIDO by PatientID p95 under 50 ms;
+# the others ask for at least Orthanc's figure.
 TARGETS = {
     "stow_ct": Target(),
     "qido_id_p50": Target(),
-    "qido_id_p95": Target(),
+    "qido_id_p95": Target(50),
     "qido_name_p50": Target(),
     "qido_name_p95": Target(),
     "metadata_p50": Target(50),

@@ -6,6 +6,7 @@ request body is never held whole. The answer lists what was stored and what fail
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from pedipacs.model.origin import Origin
 router = APIRouter()
 
 _ACCEPTED_PART_TYPES = ("", DICOM)
+PARTS_IN_FLIGHT = 4
 _STORED = 200
 _PARTLY_STORED = 202
 _NOTHING_STORED = 409
@@ -93,14 +95,29 @@ async def _store(call: DicomwebCall, study: str | None) -> Response:
         raise UnsupportedMediaTypeError(
             f"parts of type {part_type!r} are not accepted; send application/dicom"
         )
-    outcomes: list[_Outcome] = []
-    async for part in read_parts(
-        request.stream(), content_type, max_part_size=services.max_object_size
-    ):
-        outcomes.append(await run_in_threadpool(_store_part, services, part, origin, study))
+    # A few parts are ingested at once while the next ones arrive: one part's fsyncs overlap
+    # another's parsing. Memory holds at most PARTS_IN_FLIGHT (+1 arriving) parts.
+    slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
+    pending: list[asyncio.Task[_Outcome]] = []
+
+    async def store(part: IncomingPart) -> _Outcome:
+        try:
+            return await run_in_threadpool(_store_part, services, part, origin, study)
+        finally:
+            slots.release()
+
+    try:
+        async for part in read_parts(
+            request.stream(), content_type, max_part_size=services.max_object_size
+        ):
+            await slots.acquire()
+            pending.append(asyncio.create_task(store(part)))
+    finally:
+        # Never answer (or fail) while a part is still being stored.
+        outcomes = await asyncio.gather(*pending)
     if not outcomes:
         raise MalformedMultipartError("the request holds no instance")
-    return _response(outcomes, base_url(request), study)
+    return _response(list(outcomes), base_url(request), study)
 
 
 def _response(outcomes: list[_Outcome], root: str, study: str | None) -> Response:
