@@ -619,7 +619,10 @@ def _notes(results: Results) -> Iterator[str]:
         if m.detail.get("client_cpu_ms")
     ]
     if cpu:
-        yield "client CPU per request (httpx, gunzip, JSON or multipart parsing), ms, included:"
+        yield (
+            "client CPU per request, ms (httpx and gunzip, and multipart parsing for retrieves, "
+            "are inside the timings; QIDO and metadata JSON parsing is not):"
+        )
         yield "  " + ", ".join(cpu)
     for key in ("viewer_first", "viewer_return"):
         found = results.find(key, "pedipacs")

@@ -227,10 +227,12 @@ class DicomwebClient:
     def _json(self, url: str) -> Answer:
         started, cpu_started = time.perf_counter(), time.process_time()
         response = self._http.get(url, headers={"Accept": DICOM_JSON})
+        # Timed to the last byte received (and decompressed): what the server takes. Parsing
+        # the JSON is the client's own cost (about 45 ms for 1.2 MB in Python), checked untimed.
+        seconds = time.perf_counter() - started
         if response.status_code != 200:
             raise AnswerError(f"GET {url}: {response.status_code} {response.content[:500]!r}")
         items = len(json.loads(response.content))
-        seconds = time.perf_counter() - started
         answer = _answer(response, seconds, len(response.content), items)
         answer.client_cpu_seconds = time.process_time() - cpu_started
         return answer
