@@ -15,6 +15,8 @@ from pedipacs.config import DuplicatePolicy, Settings, load_settings
 app = typer.Typer(help="pedipacs: a PACS for children's hospitals.", no_args_is_help=True)
 peer_app = typer.Typer(help="Known remote DICOM Application Entities.", no_args_is_help=True)
 app.add_typer(peer_app, name="peer")
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -194,6 +196,27 @@ def check(
     if missing:
         raise typer.Exit(1)
     Console().print("every indexed instance has its bytes")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: ConfigOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None
+) -> None:
+    """Check that no audit record was changed, removed or inserted (exit status 1 if one was)."""
+    from pedipacs.model.origin import Origin
+
+    node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
+    try:
+        report = node.audit.verify(Origin.cli(_user()))
+    finally:
+        node.stop()
+    if not report.is_intact:
+        console.print(
+            f"[red]audit chain broken at record {report.broken_at}[/red]: {report.reason} "
+            f"({report.records_checked} records before it are intact)"
+        )
+        raise typer.Exit(1)
+    Console().print(f"audit chain intact: {report.records_checked} records")
 
 
 @peer_app.command("add")

@@ -17,6 +17,7 @@ from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.config import Settings
 from pedipacs.db import migrate
 from pedipacs.db.engine import Database
+from pedipacs.security.audit import AuditTrail
 from pedipacs.storage.filesystem import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Node:
     retrieve: RetrieveService
     peers: PeerService
     integrity: IntegrityService
+    audit: AuditTrail
     # Set when several processes share metrics (prometheus_client multiprocess mode).
     metrics_dir: Path | None = None
     _dimse_server: Any = field(default=None, repr=False)
@@ -62,6 +64,7 @@ class Node:
             retrieve=RetrieveService(database, blob_store),
             peers=PeerService(database),
             integrity=IntegrityService(database, blob_store),
+            audit=AuditTrail(database),
             metrics_dir=metrics_dir,
         )
 

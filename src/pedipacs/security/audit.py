@@ -1,21 +1,44 @@
 """The audit trail, written in the same transaction as the action it records.
 
 Event IDs are those of DICOM PS3.15 A.5 (DCM 1101xx), so an ATNA export can name them directly.
+The trail is tamper-evident: each record carries the SHA-256 of its own content and of the
+record before it, so a record changed, removed or inserted afterwards breaks the chain, which
+`verify_chain` finds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
-from pedipacs.db.tables import AuditEvent
+from pedipacs.db.engine import Database
+from pedipacs.db.tables import AuditChainHead, AuditEvent
 from pedipacs.model.origin import Origin
 
 AUDIT_EVENT: Table = AuditEvent.__table__  # type: ignore[assignment]
 _INSERT_AUDIT_EVENT = insert(AUDIT_EVENT)
+# The `previous_hash` of the first record.
+GENESIS_HASH = "0" * 64
+CHAIN_HEAD_ID = 1
+VERIFY_BATCH = 2000
+_LOCK_CHAIN_HEAD = (
+    select(AuditChainHead.sequence, AuditChainHead.record_hash)
+    .where(AuditChainHead.id == CHAIN_HEAD_ID)
+    .with_for_update()
+)
+# The fields a record's hash covers, in order (the chain fields come first).
+HASHED_FIELDS = (
+    "at", "event_id", "event_name", "event_action", "outcome", "door", "user", "remote_host",
+    "remote_ae", "patient_id", "study_instance_uid", "detail",
+)  # fmt: skip
 
 
 class AuditEventId(Enum):
@@ -59,21 +82,149 @@ class AuditRecord:
 
 
 def record(session: Session, entry: AuditRecord) -> None:
-    """Add the audit row to the caller's transaction; it commits (or not) with the action."""
+    """Add the audit row to the caller's transaction; it commits (or not) with the action.
+
+    The chain head is locked (PostgreSQL: `FOR UPDATE`; SQLite: the one writer) until the
+    transaction ends, so concurrent transactions append one after the other.
+    """
     code, meaning = entry.event.value
-    session.connection().execute(
-        _INSERT_AUDIT_EVENT,
-        dict(
-            event_id=code,
-            event_name=meaning,
-            event_action=entry.action,
-            outcome=int(entry.outcome),
-            door=str(entry.origin.door),
-            user=entry.origin.user,
-            remote_host=entry.origin.remote_host,
-            remote_ae=entry.origin.remote_ae,
-            patient_id=entry.patient_id,
-            study_instance_uid=entry.study_instance_uid,
-            detail=(entry.detail or "")[:4000] or None,
-        ),
+    values: dict[str, Any] = dict(
+        at=datetime.now(UTC),
+        event_id=code,
+        event_name=meaning,
+        event_action=entry.action,
+        outcome=int(entry.outcome),
+        door=str(entry.origin.door),
+        user=entry.origin.user,
+        remote_host=entry.origin.remote_host,
+        remote_ae=entry.origin.remote_ae,
+        patient_id=entry.patient_id,
+        study_instance_uid=entry.study_instance_uid,
+        detail=(entry.detail or "")[:4000] or None,
     )
+    connection = session.connection()
+    head = connection.execute(_LOCK_CHAIN_HEAD).one()
+    sequence = head.sequence + 1
+    record_hash = chain_hash(head.record_hash, sequence, values)
+    connection.execute(
+        _INSERT_AUDIT_EVENT,
+        {**values, "sequence": sequence, "previous_hash": head.record_hash,
+         "record_hash": record_hash},
+    )  # fmt: skip
+    connection.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == CHAIN_HEAD_ID)
+        .values(sequence=sequence, record_hash=record_hash)
+    )
+
+
+def chain_hash(previous_hash: str, sequence: int, values: Mapping[str, Any]) -> str:
+    """SHA-256 over the previous record's hash, the position and the record's fields.
+
+    >>> chain_hash(GENESIS_HASH, 1, {"at": datetime(2026, 1, 1, tzinfo=UTC)})[:16]
+    'cf3e98baf9c6fe47'
+    """
+    content = [previous_hash, sequence, *(_canonical(values.get(f)) for f in HASHED_FIELDS)]
+    encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # SQLite gives back naive UTC, PostgreSQL aware: one text for both.
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What a verification found: how far the chain holds, and the first break if any."""
+
+    records_checked: int
+    broken_at: int | None = None  # the sequence number of the first bad record
+    reason: str | None = None
+
+    @property
+    def is_intact(self) -> bool:
+        return self.broken_at is None
+
+
+def verify_chain(rows: Iterator[Any], head: tuple[int, str] | None) -> ChainReport:
+    """Walk the records in sequence order and recompute every link.
+
+    `rows` yields records with the columns of `audit_event`; `head` is the chain head (its
+    sequence and hash), which catches records removed from the end.
+    """
+    expected_previous, expected_sequence, checked = GENESIS_HASH, 1, 0
+    for row in rows:
+        values = row._mapping
+        problem = _link_problem(values, expected_sequence, expected_previous)
+        if problem is not None:
+            return ChainReport(checked, expected_sequence, problem)
+        expected_previous = values["record_hash"]
+        expected_sequence += 1
+        checked += 1
+    last = (expected_sequence - 1, expected_previous)
+    if head is not None and tuple(head) != last:
+        return ChainReport(
+            checked, last[0] + 1, f"the chain head says {head[0]} records; {last[0]} are there"
+        )
+    return ChainReport(checked)
+
+
+def _link_problem(values: Mapping[str, Any], sequence: int, previous: str) -> str | None:
+    if values["sequence"] != sequence:
+        return f"record {sequence} is missing (the next one found is {values['sequence']})"
+    if values["previous_hash"] != previous:
+        return "its link to the previous record does not match (a record before it changed)"
+    if chain_hash(previous, sequence, values) != values["record_hash"]:
+        return "its content does not match its hash (the record was changed)"
+    return None
+
+
+class AuditTrail:
+    """Reading the audit trail back: verification of its chain (more to come: search, export)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def verify(self, origin: Origin) -> ChainReport:
+        """Check every record's link and hash; the check itself is audited (Audit Log Used)."""
+        with self._database.reading() as session:
+            head = session.execute(
+                select(AuditChainHead.sequence, AuditChainHead.record_hash).where(
+                    AuditChainHead.id == CHAIN_HEAD_ID
+                )
+            ).one_or_none()
+            rows = session.execute(
+                select(AUDIT_EVENT)
+                .order_by(AUDIT_EVENT.c.sequence)
+                .execution_options(yield_per=VERIFY_BATCH)
+            )
+            last = (int(head.sequence), str(head.record_hash)) if head is not None else None
+            report = verify_chain(iter(rows), last)
+        outcome = AuditOutcome.SUCCESS if report.is_intact else AuditOutcome.SERIOUS_FAILURE
+        detail = f"chain verified: {report.records_checked} records"
+        if not report.is_intact:
+            detail += f"; broken at {report.broken_at}: {report.reason}"
+        with self._database.unit_of_work() as session:
+            record(
+                session,
+                AuditRecord(
+                    event=AuditEventId.AUDIT_LOG_USED,
+                    action="E",
+                    origin=origin,
+                    outcome=outcome,
+                    detail=f"chain verified: {report.records_checked} records"
+                    + (
+                        ""
+                        if report.is_intact
+                        else f"; broken at {report.broken_at}: {report.reason}"
+                    ),
+                ),
+            )
+        return report

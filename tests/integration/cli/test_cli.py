@@ -10,9 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 
-from pedipacs.db.tables import Instance, PeerRow
+from pedipacs.db.tables import AuditEvent, Instance, PeerRow
 from pedipacs.demo.generator import generate_demo_data
 from support.files import PYDICOM_TEST_FILES
 
@@ -202,3 +202,23 @@ def _no_leaked_config(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_generated_demo_data_imports_without_refusals(tmp_path: Path) -> None:
     summary = generate_demo_data(tmp_path / "demo", patients=2)
     assert summary.instances == len(summary.files)
+
+
+def test_audit_verify_passes_on_the_trail_and_fails_once_a_record_is_changed(
+    tmp_path: Path, database_url: str
+) -> None:
+    common = {"data_dir": tmp_path / "d", "database_url": database_url}
+    imported = pedipacs("import", str(PYDICOM_TEST_FILES / "CT_small.dcm"), **common)
+    assert imported.returncode == 0, imported.stderr
+
+    intact = pedipacs("audit", "verify", **common)
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(update(AuditEvent).where(AuditEvent.sequence == 1).values(user="x"))
+    engine.dispose()
+    tampered = pedipacs("audit", "verify", **common)
+
+    assert intact.returncode == 0, intact.stderr
+    assert "audit chain intact" in intact.stdout
+    assert tampered.returncode == 1
+    assert "broken at record 1" in tampered.stderr

@@ -1,12 +1,13 @@
 """Tables, one module per aggregate. Importing this package registers them all on Base.metadata."""
 
-from pedipacs.db.tables.audit import AuditEvent
+from pedipacs.db.tables.audit import AuditChainHead, AuditEvent
 from pedipacs.db.tables.change import Change
 from pedipacs.db.tables.patient import Patient
 from pedipacs.db.tables.peer import PeerRow
 from pedipacs.db.tables.study import Instance, InstanceConflict, InstanceMetadata, Series, Study
 
 __all__ = [
+    "AuditChainHead",
     "AuditEvent",
     "Change",
     "Instance",
