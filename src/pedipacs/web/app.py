@@ -12,6 +12,7 @@ from pedipacs.dicomweb.routes import DICOMWEB_ROOT, dicomweb_router, wado_uri_ro
 from pedipacs.node import Node
 from pedipacs.web import health
 from pedipacs.web.pages.landing import landing_router
+from pedipacs.web.security_headers import SecurityHeadersMiddleware
 from pedipacs.web.viewer import viewer_router
 
 
@@ -30,6 +31,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(wado_uri_router())
     app.include_router(viewer_router(node.settings.viewer_dir), prefix="/viewer")
     app.include_router(landing_router())
+    app.add_middleware(SecurityHeadersMiddleware)
     if node.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

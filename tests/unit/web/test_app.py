@@ -41,3 +41,32 @@ def test_cors_allows_a_configured_origin(settings: Settings) -> None:
         node.stop()
 
     assert response.headers["access-control-allow-origin"] == "https://viewer.hospital.example"
+
+
+def _get(node: Node, path: str) -> httpx.Response:
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://pacs.test") as client:
+            return await client.get(path)
+
+    return asyncio.run(fetch())
+
+
+def test_every_answer_carries_the_security_headers(node: Node) -> None:
+    for path in ("/healthz", "/dicomweb/studies", "/dicomweb/studies/1.2.3/metadata", "/"):
+        response = _get(node, path)
+
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["referrer-policy"] == "same-origin", path
+        assert response.headers["x-frame-options"] == "SAMEORIGIN", path
+
+
+def test_a_page_keeps_its_own_stricter_policy(node: Node) -> None:
+    response = _get(node, "/")
+
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert (
+        response.headers.count("x-content-type-options")
+        if hasattr(response.headers, "count")
+        else True
+    )
