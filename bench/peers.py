@@ -203,6 +203,8 @@ class Pedipacs(Server):
             "PEDIPACS_DICOM_PORT": str(self.dicom_port),
             "PEDIPACS_HTTP_PORT": str(self.http_port),
             "PEDIPACS_LOG_LEVEL": "WARNING",
+            # The benchmark's SCUs are not registered peers; access control is not measured.
+            "PEDIPACS_ACCEPT_UNKNOWN_CALLING_AES": "true",
             **({"PEDIPACS_VIEWER_DIR": str(self.viewer_dir)} if self.viewer_dir else {}),
         }
 

@@ -225,26 +225,41 @@ def peer_add(
     aet: Annotated[str, typer.Option("--aet", help="Its AE title.")],
     host: Annotated[str, typer.Option("--host", help="Its host name or address.")],
     port: Annotated[int, typer.Option("--port", help="Its DICOM port.")],
+    allow: Annotated[
+        str,
+        typer.Option(
+            "--allow",
+            help="What it may ask of pedipacs, comma-separated: store, find, move, get "
+            "(echo always).",
+        ),
+    ] = "store,find,move,get",
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Register a peer (for example a C-MOVE destination)."""
+    """Register a peer: a modality or workstation that may connect, or a C-MOVE destination."""
     from pedipacs.errors import PedipacsError
     from pedipacs.model.origin import Origin
-    from pedipacs.model.records import Peer
+    from pedipacs.model.records import DimseOperation, Peer
 
+    try:
+        operations = DimseOperation.parse_list(allow)
+    except ValueError as error:
+        console.print(f"[red]--allow: {error}[/red]")
+        raise typer.Exit(2) from error
     node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
     try:
         peer = node.peers.add(
-            Peer(name=name, ae_title=aet, host=host, port=port), Origin.cli(_user())
+            Peer(name=name, ae_title=aet, host=host, port=port, allowed_operations=operations),
+            Origin.cli(_user()),
         )
     except PedipacsError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
     finally:
         node.stop()
-    Console().print(f"peer {peer.name}: {peer.ae_title} at {peer.host}:{peer.port}")
+    allowed = ", ".join(sorted(peer.allowed_operations))
+    Console().print(f"peer {peer.name}: {peer.ae_title} at {peer.host}:{peer.port}, may {allowed}")
 
 
 @peer_app.command("list")
@@ -253,9 +268,10 @@ def peer_list(
 ) -> None:
     """List the known peers."""
     node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
-    table = Table("name", "AE title", "host", "port")
+    table = Table("name", "AE title", "host", "port", "may")
     for peer in node.peers.list():
-        table.add_row(peer.name, peer.ae_title, peer.host, str(peer.port))
+        allowed = ", ".join(sorted(peer.allowed_operations))
+        table.add_row(peer.name, peer.ae_title, peer.host, str(peer.port), allowed)
     node.stop()
     Console().print(table)
 

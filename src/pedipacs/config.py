@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     network_timeout: float = Field(
         60.0, gt=0, description="Seconds of silence after which a DICOM association is aborted."
     )
+    accept_unknown_calling_aes: bool = Field(
+        False,
+        description="Accept DICOM associations from calling AE titles that are not in the peer "
+        "registry (`pedipacs peer add`), with every operation. Off by default: unknown AEs are "
+        "refused and the refusal audited. Turn on only for a first setup.",
+    )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
         description="Same SOP Instance UID with different content: `reject`, `keep-newest` or "

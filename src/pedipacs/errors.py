@@ -77,6 +77,10 @@ class PermissionDenied(PedipacsError):
     """The caller may not do this."""
 
 
+class OperationNotPermittedError(PermissionDenied):
+    """The peer registry does not grant this peer the operation it asked for."""
+
+
 class StorageUnavailable(PedipacsError):
     """The blob store or the database cannot take the write now (disk full, I/O error)."""
 

@@ -90,7 +90,11 @@ class Node:
             ae,
             settings.host,
             settings.dicom_port,
-            event_handlers(services, settings.ae_title),
+            event_handlers(
+                services,
+                settings.ae_title,
+                accept_unknown_calling_aes=settings.accept_unknown_calling_aes,
+            ),
             max_object_size=settings.max_object_size,
         )
         log.info(

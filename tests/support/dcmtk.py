@@ -85,10 +85,14 @@ def findscu(
 
 
 def store_statuses(
-    server: RunningServer, path: Path, *, transfer_syntax: str | None = None
+    server: RunningServer,
+    path: Path,
+    *,
+    transfer_syntax: str | None = None,
+    calling_ae: str = "STORESCU",
 ) -> list[int]:
     """C-STORE one file; the DIMSE status of each response, from DCMTK's debug dump."""
-    flags = ["-R"]
+    flags = ["-R", "-aet", calling_ae]
     if transfer_syntax in STORESCU_PROPOSAL_FLAG:
         flags.append(STORESCU_PROPOSAL_FLAG[transfer_syntax])
     result = run(

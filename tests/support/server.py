@@ -83,6 +83,9 @@ def start_server(
         "PEDIPACS_HTTP_PORT": str(http_port),
         "PEDIPACS_ORPHAN_GRACE_SECONDS": "0",
         "PEDIPACS_DICOM_WORKERS": "2",
+        # DCMTK tools call as STORESCU, FINDSCU, ...: tests about other things need not
+        # register them (tests/integration/dimse/test_peer_access.py covers the refusal).
+        "PEDIPACS_ACCEPT_UNKNOWN_CALLING_AES": "true",
         **(extra_env or {}),
     }
     log_path = data_dir / f"server-{time.monotonic_ns()}.log"
@@ -115,9 +118,12 @@ def _wait_until_ready(running: RunningServer) -> None:
         echo = subprocess.run(
             ["echoscu", "-to", "2", "-aec", AE_TITLE, "127.0.0.1", str(running.dicom_port)],
             capture_output=True,
+            text=True,
             check=False,
         )
-        if echo.returncode == 0 and _http_ready(running.http_port):
+        # A server that refuses unknown calling AEs answers too: with an A-ASSOCIATE-RJ.
+        answered = echo.returncode == 0 or "Association Rejected" in echo.stdout + echo.stderr
+        if answered and _http_ready(running.http_port):
             return
         time.sleep(0.1)  # polling interval of a readiness probe, not a wait for an outcome
     running.kill()

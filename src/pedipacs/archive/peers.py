@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import PeerRow
-from pedipacs.errors import InvalidInput, PeerExistsError, UnknownPeerError
+from pedipacs.errors import InvalidInput, PeerExistsError, StorageUnavailable, UnknownPeerError
 from pedipacs.model.origin import Origin
-from pedipacs.model.records import Peer
-from pedipacs.security.audit import AuditEventId, AuditRecord, record
+from pedipacs.model.records import DimseOperation, Peer
+from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 
 
 def _peer(row: PeerRow) -> Peer:
@@ -20,7 +20,21 @@ def _peer(row: PeerRow) -> Peer:
         host=row.host,
         port=row.port,
         created_at=row.created_at,
+        allowed_operations=_operations(row.allowed_operations),
     )
+
+
+def _operations(text: str) -> frozenset[DimseOperation]:
+    # Names this version does not know (a newer one wrote them) grant nothing.
+    return frozenset(
+        DimseOperation(name)
+        for name in text.split(",")
+        if name in DimseOperation._value2member_map_
+    )
+
+
+def _operations_text(operations: frozenset[DimseOperation]) -> str:
+    return ",".join(sorted({*operations, DimseOperation.ECHO}))
 
 
 class PeerService:
@@ -35,7 +49,13 @@ class PeerService:
             raise InvalidInput(f"port {peer.port} is out of range")
         try:
             with self._database.unit_of_work() as session:
-                row = PeerRow(name=peer.name, ae_title=ae_title, host=peer.host, port=peer.port)
+                row = PeerRow(
+                    name=peer.name,
+                    ae_title=ae_title,
+                    host=peer.host,
+                    port=peer.port,
+                    allowed_operations=_operations_text(peer.allowed_operations),
+                )
                 session.add(row)
                 session.flush()
                 record(
@@ -44,7 +64,8 @@ class PeerService:
                         AuditEventId.APPLICATION_ACTIVITY,
                         "C",
                         origin,
-                        detail=f"peer added: {peer.name} {ae_title}@{peer.host}:{peer.port}",
+                        detail=f"peer added: {peer.name} {ae_title}@{peer.host}:{peer.port} "
+                        f"may {row.allowed_operations}",
                     ),
                 )
                 return _peer(row)
@@ -68,6 +89,31 @@ class PeerService:
     def list(self) -> list[Peer]:
         with self._database.reading() as session:
             return [_peer(row) for row in session.scalars(select(PeerRow).order_by(PeerRow.name))]
+
+    def operations_for(self, ae_title: str) -> frozenset[DimseOperation] | None:
+        """What the peer with this calling AE title may ask for; None if it is not registered."""
+        try:
+            with self._database.reading() as session:
+                allowed = session.scalar(
+                    select(PeerRow.allowed_operations).where(PeerRow.ae_title == ae_title.strip())
+                )
+        except OperationalError as error:
+            raise StorageUnavailable(f"the peer registry cannot be read: {error.orig}") from error
+        return None if allowed is None else _operations(allowed)
+
+    def record_refusal(self, origin: Origin, what: str) -> None:
+        """Put a refused association or operation on the audit trail (a security alert)."""
+        with self._database.unit_of_work() as session:
+            record(
+                session,
+                AuditRecord(
+                    AuditEventId.SECURITY_ALERT,
+                    "E",
+                    origin,
+                    outcome=AuditOutcome.MINOR_FAILURE,
+                    detail=f"refused: {what}",
+                ),
+            )
 
     def by_ae_title(self, ae_title: str) -> Peer:
         with self._database.reading() as session:

@@ -9,12 +9,15 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from pedipacs import metrics
+from pedipacs.archive.peers import PeerService
 from pedipacs.archive.query import QueryService
+from pedipacs.dimse.access import require
 from pedipacs.dimse.identifier import dataset_from_match, query_from_identifier
 from pedipacs.dimse.origin import origin_from_event
 from pedipacs.dimse.status import Status, query_status_from_error, status_dataset
 from pedipacs.errors import PedipacsError
 from pedipacs.model.levels import InformationModel
+from pedipacs.model.records import DimseOperation
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +28,12 @@ FIND_MODELS = {
 
 
 def handle_c_find(
-    event: Any, queries: QueryService, ae_title: str
+    event: Any, queries: QueryService, peers: PeerService, ae_title: str
 ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     model = FIND_MODELS[event.request.AffectedSOPClassUID]
     origin = origin_from_event(event)
     try:
+        require(event, DimseOperation.FIND, peers)
         query = query_from_identifier(event.identifier, model)
         for match in queries.find(query, origin):
             if event.is_cancelled:

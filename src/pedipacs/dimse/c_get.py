@@ -9,7 +9,9 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from pedipacs import metrics
+from pedipacs.archive.peers import PeerService
 from pedipacs.archive.retrieve import RetrieveService
+from pedipacs.dimse.access import require
 from pedipacs.dimse.identifier import retrieve_query_from_identifier
 from pedipacs.dimse.origin import origin_from_event
 from pedipacs.dimse.sending import (
@@ -21,6 +23,7 @@ from pedipacs.dimse.sending import (
 from pedipacs.dimse.status import Status, query_status_from_error, status_dataset
 from pedipacs.errors import PedipacsError
 from pedipacs.model.levels import InformationModel
+from pedipacs.model.records import DimseOperation
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,11 @@ GET_MODELS = {
 }
 
 
-def handle_c_get(event: Any, retrieve: RetrieveService) -> Iterator[Any]:
+def handle_c_get(event: Any, retrieve: RetrieveService, peers: PeerService) -> Iterator[Any]:
     model = GET_MODELS[event.request.AffectedSOPClassUID]
     origin = origin_from_event(event)
     try:
+        require(event, DimseOperation.GET, peers)
         query = retrieve_query_from_identifier(event.identifier, model)
         locations = retrieve.locate(query, origin, purpose="C-GET")
     except PedipacsError as error:

@@ -12,6 +12,7 @@ from pynetdicom import evt
 from pedipacs import metrics
 from pedipacs.archive.peers import PeerService
 from pedipacs.archive.retrieve import RetrieveService
+from pedipacs.dimse.access import require
 from pedipacs.dimse.identifier import retrieve_query_from_identifier
 from pedipacs.dimse.origin import origin_from_event
 from pedipacs.dimse.sending import (
@@ -25,6 +26,7 @@ from pedipacs.dimse.sending import (
 from pedipacs.dimse.status import Status, query_status_from_error
 from pedipacs.errors import PedipacsError, UnknownPeerError
 from pedipacs.model.levels import InformationModel
+from pedipacs.model.records import DimseOperation
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def handle_c_move(event: Any, retrieve: RetrieveService, peers: PeerService) -> 
         yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
         return
     try:
+        require(event, DimseOperation.MOVE, peers)
         query = retrieve_query_from_identifier(event.identifier, model)
         locations = retrieve.locate(query, origin, purpose=f"C-MOVE to {destination_ae}")
     except PedipacsError as error:

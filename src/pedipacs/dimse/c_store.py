@@ -7,16 +7,20 @@ from typing import Any
 
 from pedipacs import metrics
 from pedipacs.archive.ingest import IngestService
+from pedipacs.archive.peers import PeerService
+from pedipacs.dimse.access import require
 from pedipacs.dimse.origin import origin_from_event
 from pedipacs.dimse.status import Status, status_class, store_status_from_error
 from pedipacs.errors import PedipacsError
+from pedipacs.model.records import DimseOperation
 
 log = logging.getLogger(__name__)
 
 
-def handle_c_store(event: Any, ingest: IngestService) -> int:
+def handle_c_store(event: Any, ingest: IngestService, peers: PeerService) -> int:
     origin = origin_from_event(event)
     try:
+        require(event, DimseOperation.STORE, peers)
         ingest.ingest(event.encoded_dataset(include_meta=True), origin)
         status = int(Status.SUCCESS)
     except PedipacsError as error:

@@ -18,6 +18,7 @@ from pedipacs.archive.peers import PeerService
 from pedipacs.archive.query import QueryService
 from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.dicom.sop_classes import storage_sop_classes
+from pedipacs.dimse.access import check_calling_ae
 from pedipacs.dimse.c_echo import handle_c_echo
 from pedipacs.dimse.c_find import FIND_MODELS, handle_c_find
 from pedipacs.dimse.c_get import GET_MODELS, handle_c_get
@@ -90,6 +91,8 @@ def prefer_requestor_order(event: Any) -> None:
     support: a modality keeps the encoding it prefers, and a C-GET requestor that proposes the
     stored syntax first gets the stored bytes unchanged. (pynetdicom would otherwise follow our
     list's order.)"""
+    if event.assoc.is_rejected or event.assoc.is_aborted:
+        return
     proposed: dict[str, list[str]] = {}
     for context in event.assoc.requestor.primitive.presentation_context_definition_list:
         syntaxes = proposed.setdefault(str(context.abstract_syntax), [])
@@ -108,8 +111,12 @@ def prefer_requestor_order(event: Any) -> None:
     event.assoc.acceptor.supported_contexts = reordered
 
 
-def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
+def event_handlers(
+    services: DimseServices, ae_title: str, *, accept_unknown_calling_aes: bool
+) -> list[Any]:
     return [
+        # First: an unknown calling AE is rejected before anything else is negotiated.
+        (evt.EVT_REQUESTED, check_calling_ae, [services.peers, accept_unknown_calling_aes]),
         (evt.EVT_REQUESTED, prefer_requestor_order),
         (evt.EVT_CONN_OPEN, _connection_opened),
         (evt.EVT_CONN_CLOSE, _connection_closed),
@@ -117,9 +124,9 @@ def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
         (evt.EVT_REJECTED, _count_association, ["rejected"]),
         (evt.EVT_ABORTED, _count_association, ["aborted"]),
         (evt.EVT_C_ECHO, handle_c_echo),
-        (evt.EVT_C_STORE, handle_c_store, [services.ingest]),
-        (evt.EVT_C_FIND, handle_c_find, [services.queries, ae_title]),
-        (evt.EVT_C_GET, handle_c_get, [services.retrieve]),
+        (evt.EVT_C_STORE, handle_c_store, [services.ingest, services.peers]),
+        (evt.EVT_C_FIND, handle_c_find, [services.queries, services.peers, ae_title]),
+        (evt.EVT_C_GET, handle_c_get, [services.retrieve, services.peers]),
         (evt.EVT_C_MOVE, handle_c_move, [services.retrieve, services.peers]),
     ]
 

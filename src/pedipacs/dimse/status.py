@@ -13,6 +13,7 @@ from pedipacs.errors import (
     InvalidQueryError,
     NotDicomError,
     PedipacsError,
+    PermissionDenied,
     StorageUnavailable,
     TranscodingError,
     UnknownMoveDestinationError,
@@ -35,10 +36,12 @@ class Status(IntEnum):
     DUPLICATE_REJECTED = 0xC001  # pedipacs: same UID, other content (conformance statement)
     IDENTITY_CONFLICT = 0xC002  # pedipacs: same UID under another study or series
     TRANSCODING_FAILED = 0xC003  # pedipacs: no accepted transfer syntax can be produced
+    NOT_AUTHORIZED = 0x0124  # PS3.7 C.5: Refused, not authorized (the peer registry says no)
 
 
 # Most specific first: the first matching class wins.
 _STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
+    (PermissionDenied, Status.NOT_AUTHORIZED),
     (StorageUnavailable, Status.OUT_OF_RESOURCES),
     (DuplicateInstanceRejected, Status.DUPLICATE_REJECTED),
     (InconsistentIdentityError, Status.IDENTITY_CONFLICT),
@@ -47,6 +50,7 @@ _STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
 )
 
 _QUERY_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
+    (PermissionDenied, Status.NOT_AUTHORIZED),
     (UnknownMoveDestinationError, Status.MOVE_DESTINATION_UNKNOWN),
     (InvalidQueryError, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
     (InvalidInput, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),

@@ -8,6 +8,34 @@ from datetime import datetime
 from enum import StrEnum
 
 
+class DimseOperation(StrEnum):
+    """What a peer may ask of pedipacs over DIMSE (the peer registry grants each one)."""
+
+    ECHO = "echo"
+    STORE = "store"
+    FIND = "find"
+    MOVE = "move"
+    GET = "get"
+
+    @classmethod
+    def parse_list(cls, text: str) -> frozenset[DimseOperation]:
+        """`store,find` -> the operations, with echo; an unknown name is refused.
+
+        >>> sorted(str(operation) for operation in DimseOperation.parse_list("find, store"))
+        ['echo', 'find', 'store']
+        """
+        names = [name.strip().lower() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in cls._value2member_map_]
+        if unknown:
+            allowed = ", ".join(member.value for member in cls)
+            raise ValueError(f"unknown operation(s) {', '.join(unknown)}; choose from {allowed}")
+        return frozenset(cls(name) for name in names) | {cls.ECHO}
+
+
+# A registered peer may do everything unless told otherwise; echo is always allowed.
+DEFAULT_PEER_OPERATIONS = frozenset(DimseOperation)
+
+
 class StoreOutcome(StrEnum):
     """What the ingest service did with an object."""
 
@@ -61,10 +89,11 @@ class InstanceMetadata:
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """A known remote Application Entity."""
+    """A known remote Application Entity and the DICOM operations it may ask of pedipacs."""
 
     name: str
     ae_title: str
     host: str
     port: int
     created_at: datetime | None = None
+    allowed_operations: frozenset[DimseOperation] = DEFAULT_PEER_OPERATIONS

@@ -1,4 +1,4 @@
-"""Known remote Application Entities (C-MOVE destinations, later per-peer permissions)."""
+"""Known remote Application Entities: C-MOVE destinations, and who may ask what."""
 
 from __future__ import annotations
 
@@ -17,4 +17,8 @@ class PeerRow(Base):
     ae_title: Mapped[str] = mapped_column(String(16))
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
+    # Comma-separated DimseOperation values this peer may ask for (echo, store, find, ...).
+    allowed_operations: Mapped[str] = mapped_column(
+        String(64), server_default="echo,find,get,move,store"
+    )
     created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,76 @@
+"""Who may talk to pedipacs over DIMSE, and ask what: the peer registry, checked once per
+association (EVT_REQUESTED) and then for every request on it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pedipacs.archive.peers import PeerService
+from pedipacs.dimse.origin import origin_from_event
+from pedipacs.errors import OperationNotPermittedError, PedipacsError
+from pedipacs.model.origin import Origin
+from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation
+
+log = logging.getLogger(__name__)
+
+# Where the operations granted to the calling AE are kept for the association's lifetime.
+GRANTED = "_pedipacs_granted_operations"
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source (DUL service user) and reason.
+REJECTED_PERMANENT, REJECTED_TRANSIENT = 0x01, 0x02
+SERVICE_USER = 0x01
+NO_REASON, CALLING_AE_NOT_RECOGNISED = 0x01, 0x03
+
+
+def check_calling_ae(event: Any, peers: PeerService, accept_unknown: bool) -> None:
+    """EVT_REQUESTED: reject an association from an AE the registry does not know (unless
+    `accept_unknown`), and remember what a known one may do."""
+    # The association's requestor details are filled in by the negotiation that follows: the
+    # calling AE title is read from the A-ASSOCIATE-RQ itself.
+    primitive = event.assoc.requestor.primitive
+    origin = Origin.dimse(
+        remote_ae=_text(primitive.calling_ae_title),
+        called_ae=_text(primitive.called_ae_title),
+        remote_host=str(event.assoc.requestor.address),
+    )
+    try:
+        granted = peers.operations_for(origin.remote_ae or "")
+    except PedipacsError as error:
+        log.error("association from %s refused for now: %s", origin.remote_ae, error)
+        _reject(event, REJECTED_TRANSIENT, NO_REASON)
+        return
+    if granted is None and not accept_unknown:
+        log.warning(
+            "association from unknown AE %s at %s refused", origin.remote_ae, origin.remote_host
+        )
+        try:
+            peers.record_refusal(origin, f"association from unknown calling AE {origin.remote_ae}")
+        finally:
+            _reject(event, REJECTED_PERMANENT, CALLING_AE_NOT_RECOGNISED)
+        return
+    setattr(event.assoc, GRANTED, DEFAULT_PEER_OPERATIONS if granted is None else granted)
+
+
+def _reject(event: Any, result: int, reason: int) -> None:
+    """Send the A-ASSOCIATE-RJ and wait until it has left: pynetdicom closes the socket as soon
+    as the handler returns, which would otherwise beat the queued PDU (the peer would see an
+    abort instead of the reason). The same steps as pynetdicom's own rejections."""
+    event.assoc.acse.send_reject(result, SERVICE_USER, reason)
+    event.assoc.kill()
+
+
+def _text(value: object) -> str:
+    text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else str(value)
+    return text.strip()
+
+
+def require(event: Any, operation: DimseOperation, peers: PeerService) -> None:
+    """Raise OperationNotPermittedError (and audit it) unless the peer was granted `operation`."""
+    granted: frozenset[DimseOperation] = getattr(event.assoc, GRANTED, frozenset())
+    if operation in granted:
+        return
+    origin = origin_from_event(event)
+    peers.record_refusal(origin, f"{operation} by {origin.remote_ae}")
+    raise OperationNotPermittedError(
+        f"{origin.remote_ae} is not allowed to {operation} (see `pedipacs peer add --allow`)"
+    )
