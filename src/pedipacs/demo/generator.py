@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from pedipacs.demo.phantoms import ct_head_slice, radiograph, ultrasound_clip
+
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE_STORAGE_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -613,7 +615,7 @@ def _ct_dataset(instance: _Instance, rng: np.random.Generator) -> Dataset:
     ds.RescaleType = "HU"
     ds.WindowCenter = "40"
     ds.WindowWidth = "80"
-    hounsfield = _ct_head_slice(
+    hounsfield = ct_head_slice(
         rng, series.rows, series.columns, (index + 0.5) / series.number_of_instances
     )
     _add_pixels(ds, (hounsfield + 1024).clip(0, 4095).astype(np.uint16), "MONOCHROME2", 12)
@@ -633,7 +635,9 @@ def _cr_dataset(instance: _Instance, rng: np.random.Generator) -> Dataset:
     ds.DistanceSourceToDetector = "1000"
     ds.WindowCenter = "2048"
     ds.WindowWidth = "3600"
-    pixels = _radiograph(rng, series.study.protocol.body_part_examined, series)
+    pixels = radiograph(
+        rng, series.study.protocol.body_part_examined, (series.rows, series.columns)
+    )
     _add_pixels(ds, pixels, "MONOCHROME2", 12)
     return ds
 
@@ -666,7 +670,7 @@ def _dx_dataset(instance: _Instance, rng: np.random.Generator) -> Dataset:
     ds.AcquisitionContextSequence = []
     ds.WindowCenter = "2048"
     ds.WindowWidth = "3600"
-    pixels = _radiograph(rng, protocol.body_part_examined, series)
+    pixels = radiograph(rng, protocol.body_part_examined, (series.rows, series.columns))
     _add_pixels(ds, pixels, "MONOCHROME2", 12)
     return ds
 
@@ -686,7 +690,7 @@ def _us_dataset(instance: _Instance, rng: np.random.Generator) -> Dataset:
     ds.RecommendedDisplayFrameRate = 25
     ds.FrameIncrementPointer = 0x00181063  # Frame Time
     ds.SequenceOfUltrasoundRegions = [_ultrasound_region(series.rows, series.columns)]
-    clip = _ultrasound_clip(rng, frames, series.rows, series.columns, protocol.is_colour)
+    clip = ultrasound_clip(rng, frames, series.rows, series.columns, protocol.is_colour)
     _add_pixels(ds, clip, "RGB" if protocol.is_colour else "MONOCHROME2", 8)
     return ds
 
@@ -728,89 +732,3 @@ def _ultrasound_region(rows: int, columns: int) -> Dataset:
     region.PhysicalDeltaX = US_CM_PER_PIXEL
     region.PhysicalDeltaY = US_CM_PER_PIXEL
     return region
-
-
-# --- Pixels: cheap phantoms from ellipses and seeded noise ------------------------------
-
-
-def _ellipse(
-    shape: tuple[int, int], centre: tuple[float, float], radii: tuple[float, float]
-) -> NDArray[np.bool_]:
-    """A filled ellipse; centre and radii are fractions of the rows and columns."""
-    y, x = np.ogrid[: shape[0], : shape[1]]
-    dy = (y / shape[0] - centre[0]) / radii[0]
-    dx = (x / shape[1] - centre[1]) / radii[1]
-    return np.asarray(dy * dy + dx * dx <= 1.0)
-
-
-def _ct_head_slice(
-    rng: np.random.Generator, rows: int, columns: int, height: float
-) -> NDArray[np.float32]:
-    """Hounsfield units of a head slice at `height` (0 = skull base, 1 = vertex)."""
-    shape = (rows, columns)
-    scale = math.sqrt(max(0.04, 1 - ((height - 0.4) / 0.62) ** 2))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    hu[_ellipse(shape, (0.5, 0.5), (0.42 * scale, 0.36 * scale))] = 20.0  # scalp
-    hu[_ellipse(shape, (0.5, 0.5), (0.40 * scale, 0.34 * scale))] = 1100.0  # skull
-    hu[_ellipse(shape, (0.5, 0.5), (0.37 * scale, 0.31 * scale))] = 32.0  # brain
-    if 0.35 < height < 0.75:
-        for column in (0.45, 0.55):  # lateral ventricles
-            hu[_ellipse(shape, (0.47, column), (0.12 * scale, 0.03))] = 4.0
-    hu += rng.standard_normal(shape, dtype=np.float32) * 5.0
-    return hu
-
-
-# Radiograph phantoms: (centre, radii, added signal); bone bright, air dark as hung.
-_RADIOGRAPH_SHAPES = {
-    "CHEST": (
-        ((0.55, 0.5), (0.45, 0.42), 900.0),  # trunk
-        ((0.42, 0.32), (0.28, 0.13), -450.0),  # right lung
-        ((0.42, 0.68), (0.28, 0.13), -450.0),  # left lung
-        ((0.6, 0.56), (0.14, 0.15), 350.0),  # heart
-        ((0.55, 0.5), (0.48, 0.035), 1100.0),  # spine
-    ),
-    "LIMB": (
-        ((0.5, 0.5), (0.55, 0.22), 900.0),  # soft tissue
-        ((0.28, 0.5), (0.25, 0.07), 1300.0),  # proximal bone
-        ((0.74, 0.5), (0.23, 0.07), 1300.0),  # distal bone
-    ),
-}
-
-
-def _radiograph(rng: np.random.Generator, body_part: str, series: _Series) -> NDArray[np.uint16]:
-    """12-bit radiograph: phantom plus heel-effect gradient and quantum noise."""
-    shape = (series.rows, series.columns)
-    kind = "CHEST" if body_part == "CHEST" else "LIMB"
-    signal = np.full(shape, 250.0, dtype=np.float32)
-    for centre, radii, value in _RADIOGRAPH_SHAPES[kind]:
-        signal[_ellipse(shape, centre, radii)] += value
-    signal += np.linspace(0.0, 150.0, shape[0], dtype=np.float32)[:, np.newaxis]
-    signal += rng.standard_normal(shape, dtype=np.float32) * 40.0
-    return signal.clip(0, 4095).astype(np.uint16)
-
-
-def _ultrasound_clip(
-    rng: np.random.Generator, frames: int, rows: int, columns: int, is_colour: bool
-) -> NDArray[np.uint8]:
-    """A sector scan with speckle and a pulsating hypoechoic structure."""
-    y, x = np.ogrid[:rows, :columns]
-    depth = np.hypot(y, x - columns / 2) / rows
-    sector = (depth < 0.97) & (np.abs(np.arctan2(x - columns / 2, y + 1e-3)) < 0.6)
-    speckle = rng.rayleigh(0.55, (rows, columns)).astype(np.float32)
-    clip = np.zeros((frames, rows, columns), dtype=np.uint8)
-    for frame in range(frames):
-        phase = math.sin(2 * math.pi * frame / 16)
-        lumen = _ellipse((rows, columns), (0.55, 0.5), (0.16 + 0.02 * phase, 0.12))
-        echo = np.where(lumen, 0.15, 0.7) * np.exp(-1.2 * depth) * speckle
-        echo *= rng.uniform(0.85, 1.15, (rows, columns)).astype(np.float32)
-        clip[frame] = np.where(sector, (echo * 180).clip(0, 255), 0).astype(np.uint8)
-    if not is_colour:
-        return clip
-    rgb = np.repeat(clip[..., np.newaxis], 3, axis=-1)
-    flow = _ellipse((rows, columns), (0.55, 0.5), (0.1, 0.07))
-    for frame in range(frames):
-        # Flow towards the probe is red, away blue; it alternates with the cardiac phase.
-        channel = 0 if math.sin(2 * math.pi * frame / 16) >= 0 else 2
-        rgb[frame][flow] = (0, 0, 0)
-        rgb[frame][flow, channel] = 200
-    return rgb
