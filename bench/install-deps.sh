@@ -6,17 +6,5 @@ set -euo pipefail
 packages=()
 command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || packages+=(orthanc)
 [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || packages+=(orthanc-dicomweb)
-if [[ ${#packages[@]} -eq 0 ]]; then
-    exit 0
-fi
-if [[ $(id -u) -ne 0 ]]; then
-    if command -v sudo >/dev/null; then SUDO=sudo; else
-        echo "please install: ${packages[*]} (apt-get install ${packages[*]})" >&2; exit 1
-    fi
-else
-    SUDO=
-fi
-echo "installing ${packages[*]}" >&2
-$SUDO apt-get update -qq
 # The package's service is never started here (no init system, or policy-rc.d says no).
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
+bash "$(dirname "$0")/../scripts/apt-install.sh" "${packages[@]}"

@@ -77,6 +77,10 @@ class PermissionDenied(PedipacsError):
     """The caller may not do this."""
 
 
+class UnknownCallingAeError(PermissionDenied):
+    """An association from a calling AE title the peer registry does not know."""
+
+
 class OperationNotPermittedError(PermissionDenied):
     """The peer registry does not grant this peer the operation it asked for."""
 

@@ -62,7 +62,9 @@ class Node:
             ),
             queries=QueryService(database),
             retrieve=RetrieveService(database, blob_store),
-            peers=PeerService(database),
+            peers=PeerService(
+                database, accept_unknown_calling_aes=settings.accept_unknown_calling_aes
+            ),
             integrity=IntegrityService(database, blob_store),
             audit=AuditTrail(database),
             metrics_dir=metrics_dir,
@@ -90,11 +92,7 @@ class Node:
             ae,
             settings.host,
             settings.dicom_port,
-            event_handlers(
-                services,
-                settings.ae_title,
-                accept_unknown_calling_aes=settings.accept_unknown_calling_aes,
-            ),
+            event_handlers(services, settings.ae_title),
             max_object_size=settings.max_object_size,
         )
         log.info(

@@ -7,9 +7,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import PeerRow
-from pedipacs.errors import InvalidInput, PeerExistsError, StorageUnavailable, UnknownPeerError
+from pedipacs.errors import (
+    InvalidInput,
+    OperationNotPermittedError,
+    PeerExistsError,
+    StorageUnavailable,
+    UnknownCallingAeError,
+    UnknownPeerError,
+)
 from pedipacs.model.origin import Origin
-from pedipacs.model.records import DimseOperation, Peer
+from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation, Peer
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 
 
@@ -38,8 +45,34 @@ def _operations_text(operations: frozenset[DimseOperation]) -> str:
 
 
 class PeerService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, accept_unknown_calling_aes: bool = False) -> None:
         self._database = database
+        self._accept_unknown_calling_aes = accept_unknown_calling_aes
+
+    def admit(self, origin: Origin) -> frozenset[DimseOperation]:
+        """The operations granted to the calling AE of a new association.
+
+        An AE the registry does not know is refused (UnknownCallingAeError, audited) unless
+        unknown AEs are accepted, in which case it may do everything.
+        """
+        granted = self.operations_for(origin.remote_ae or "")
+        if granted is not None:
+            return granted
+        if self._accept_unknown_calling_aes:
+            return DEFAULT_PEER_OPERATIONS
+        self._record_refusal(origin, f"association from unknown calling AE {origin.remote_ae}")
+        raise UnknownCallingAeError(f"calling AE {origin.remote_ae!r} is not a registered peer")
+
+    def require(
+        self, granted: frozenset[DimseOperation], operation: DimseOperation, origin: Origin
+    ) -> None:
+        """Raise OperationNotPermittedError (audited) unless `operation` is in `granted`."""
+        if operation in granted:
+            return
+        self._record_refusal(origin, f"{operation} by {origin.remote_ae}")
+        raise OperationNotPermittedError(
+            f"{origin.remote_ae} is not allowed to {operation} (see `pedipacs peer add --allow`)"
+        )
 
     def add(self, peer: Peer, origin: Origin) -> Peer:
         ae_title = peer.ae_title.strip()
@@ -101,7 +134,7 @@ class PeerService:
             raise StorageUnavailable(f"the peer registry cannot be read: {error.orig}") from error
         return None if allowed is None else _operations(allowed)
 
-    def record_refusal(self, origin: Origin, what: str) -> None:
+    def _record_refusal(self, origin: Origin, what: str) -> None:
         """Put a refused association or operation on the audit trail (a security alert)."""
         with self._database.unit_of_work() as session:
             record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +11,25 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
 from pydicom.tag import BaseTag
 
-from pedipacs.dicom.frames import read_frames
+from pedipacs.dicom.frames import pixel_layout, read_frames
 from pedipacs.dicom.transfer_syntax import DECODING_PLUGINS
 from pedipacs.errors import BulkDataNotFoundError, FrameNotFoundError, NotRenderableError
 
 PIXEL_DATA = BaseTag(0x7FE00010)
 
 
-def decoded_frame(path: Path, frame_number: int) -> bytes:
-    """Frame `frame_number` (from 1) as uncompressed little endian pixels, decoding only it."""
-    if frame_number < 1:
-        raise FrameNotFoundError(f"frame {frame_number} does not exist")
+def decoded_frames(path: Path, frame_numbers: Sequence[int]) -> list[bytes]:
+    """Frames (from 1) as uncompressed little endian pixels, decoding only those.
+
+    Every number is checked against the object before anything is decoded.
+    """
+    layout = pixel_layout(path)
+    for number in frame_numbers:
+        layout.frame_index(number)  # FrameNotFoundError
+    return [_decoded_frame(path, number) for number in frame_numbers]
+
+
+def _decoded_frame(path: Path, frame_number: int) -> bytes:
     errors: list[str] = []
     for plugin in DECODING_PLUGINS:
         try:

@@ -29,6 +29,8 @@ NATIVE_SYNTAXES = frozenset(
     }
 )
 LOSSLESS_ENCODABLE = (RLELossless, JPEGLSLossless, JPEG2000Lossless)
+# What `transcode` can turn any decodable object into.
+PRODUCIBLE_SYNTAXES = frozenset({*NATIVE_SYNTAXES, *LOSSLESS_ENCODABLE})
 
 # The order in which a retrieve falls back when the stored syntax is refused.
 FALLBACK_ORDER = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, *LOSSLESS_ENCODABLE)

@@ -12,9 +12,9 @@ from fastapi.responses import StreamingResponse
 from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.dicom import frames as dicom_frames
 from pedipacs.dicom import rendering
-from pedipacs.dicom.bulk_data import bulk_data_value, decoded_frame
+from pedipacs.dicom.bulk_data import bulk_data_value, decoded_frames
 from pedipacs.dicom.json_model import with_instance_uri
-from pedipacs.dicom.transfer_syntax import LOSSLESS_ENCODABLE, NATIVE_SYNTAXES
+from pedipacs.dicom.transfer_syntax import PRODUCIBLE_SYNTAXES
 from pedipacs.dicomweb.deps import (
     CACHE_IMMUTABLE,
     CACHE_REVALIDATE,
@@ -55,7 +55,6 @@ STUDY = "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
 MAX_FRAMES_PER_REQUEST = 10_000
-PRODUCIBLE_SYNTAXES = frozenset({*NATIVE_SYNTAXES, *LOSSLESS_ENCODABLE})
 
 
 def uid_query(study: str, series: str | None = None, instance: str | None = None) -> Query:
@@ -147,7 +146,7 @@ def _instance_part(
 ) -> OutgoingPart | None:
     target = choice.transfer_syntax
     if target in (None, location.transfer_syntax_uid):
-        return _part(location.transfer_syntax_uid, _file_chunks(retrieve, location))
+        return _part(location.transfer_syntax_uid, file_chunks(retrieve, location))
     try:
         return _part(target, [retrieve.transcoded(location, target)])
     except PedipacsError as error:
@@ -156,7 +155,7 @@ def _instance_part(
         return None
 
 
-def _file_chunks(retrieve: RetrieveService, location: InstanceLocation) -> Iterator[bytes]:
+def file_chunks(retrieve: RetrieveService, location: InstanceLocation) -> Iterator[bytes]:
     with retrieve.open(location) as handle:
         while chunk := handle.read(CHUNK):
             yield chunk
@@ -244,14 +243,12 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str, call: C
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     with services.retrieve.local_file(location) as path:
-        layout = dicom_frames.pixel_layout(path)
-        for number in numbers:
-            layout.frame_index(number)  # FrameNotFoundError before any decoding
+        # Both check every frame number before reading or decoding (FrameNotFoundError).
         if choice.transfer_syntax is None:
             bodies = list(dicom_frames.read_frames(path, numbers))
             syntax = location.transfer_syntax_uid
         else:
-            bodies = [decoded_frame(path, number) for number in numbers]
+            bodies = decoded_frames(path, numbers)
             syntax = choice.transfer_syntax
     part_headers = {"Content-Type": f"{choice.part_type}; transfer-syntax={syntax}"}
     boundary = new_boundary()

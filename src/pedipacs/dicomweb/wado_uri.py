@@ -4,11 +4,12 @@ older integrations. The same retrieve and rendering code as WADO-RS answers it."
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 
 from pedipacs.dicom import rendering
 from pedipacs.dicomweb.deps import CACHE_IMMUTABLE, Call
 from pedipacs.dicomweb.media import DICOM, NotAcceptableError
-from pedipacs.dicomweb.wado import uid_query
+from pedipacs.dicomweb.wado import file_chunks, uid_query
 from pedipacs.errors import InvalidInput, NotFound
 
 router = APIRouter()
@@ -71,11 +72,12 @@ def wado_uri(call: Call) -> Response:
     for media_type in wanted:
         if media_type == DICOM:
             syntax = request.query_params.get("transferSyntax") or location.transfer_syntax_uid
+            headers = {"Cache-Control": CACHE_IMMUTABLE}
             if syntax == location.transfer_syntax_uid:
-                data = services.retrieve.read_bytes(location)
-            else:
-                data = services.retrieve.transcoded(location, syntax)
-            return Response(data, media_type=DICOM, headers={"Cache-Control": CACHE_IMMUTABLE})
+                chunks = file_chunks(services.retrieve, location)  # streamed, never held
+                return StreamingResponse(chunks, media_type=DICOM, headers=headers)
+            data = services.retrieve.transcoded(location, syntax)
+            return Response(data, media_type=DICOM, headers=headers)
         if media_type in _RENDERED:
             options = _render_options(request, media_type)
             frame = _number(request, "frameNumber")

@@ -8,9 +8,9 @@ from typing import Any
 
 from pedipacs.archive.peers import PeerService
 from pedipacs.dimse.origin import origin_from_event
-from pedipacs.errors import OperationNotPermittedError, PedipacsError
+from pedipacs.errors import PedipacsError, UnknownCallingAeError
 from pedipacs.model.origin import Origin
-from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation
+from pedipacs.model.records import DimseOperation
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,9 @@ SERVICE_USER = 0x01
 NO_REASON, CALLING_AE_NOT_RECOGNISED = 0x01, 0x03
 
 
-def check_calling_ae(event: Any, peers: PeerService, accept_unknown: bool) -> None:
-    """EVT_REQUESTED: reject an association from an AE the registry does not know (unless
-    `accept_unknown`), and remember what a known one may do."""
+def check_calling_ae(event: Any, peers: PeerService) -> None:
+    """EVT_REQUESTED: reject an association the peer registry refuses, and remember what the
+    calling AE may do for the association's lifetime."""
     # The association's requestor details are filled in by the negotiation that follows: the
     # calling AE title is read from the A-ASSOCIATE-RQ itself.
     primitive = event.assoc.requestor.primitive
@@ -34,21 +34,16 @@ def check_calling_ae(event: Any, peers: PeerService, accept_unknown: bool) -> No
         remote_host=str(event.assoc.requestor.address),
     )
     try:
-        granted = peers.operations_for(origin.remote_ae or "")
+        granted = peers.admit(origin)
+    except UnknownCallingAeError as error:
+        log.warning("association refused: %s (from %s)", error, origin.remote_host)
+        _reject(event, REJECTED_PERMANENT, CALLING_AE_NOT_RECOGNISED)
+        return
     except PedipacsError as error:
         log.error("association from %s refused for now: %s", origin.remote_ae, error)
         _reject(event, REJECTED_TRANSIENT, NO_REASON)
         return
-    if granted is None and not accept_unknown:
-        log.warning(
-            "association from unknown AE %s at %s refused", origin.remote_ae, origin.remote_host
-        )
-        try:
-            peers.record_refusal(origin, f"association from unknown calling AE {origin.remote_ae}")
-        finally:
-            _reject(event, REJECTED_PERMANENT, CALLING_AE_NOT_RECOGNISED)
-        return
-    setattr(event.assoc, GRANTED, DEFAULT_PEER_OPERATIONS if granted is None else granted)
+    setattr(event.assoc, GRANTED, granted)
 
 
 def _reject(event: Any, result: int, reason: int) -> None:
@@ -65,12 +60,7 @@ def _text(value: object) -> str:
 
 
 def require(event: Any, operation: DimseOperation, peers: PeerService) -> None:
-    """Raise OperationNotPermittedError (and audit it) unless the peer was granted `operation`."""
+    """Raise OperationNotPermittedError (audited) unless the association was granted it."""
     granted: frozenset[DimseOperation] = getattr(event.assoc, GRANTED, frozenset())
-    if operation in granted:
-        return
-    origin = origin_from_event(event)
-    peers.record_refusal(origin, f"{operation} by {origin.remote_ae}")
-    raise OperationNotPermittedError(
-        f"{origin.remote_ae} is not allowed to {operation} (see `pedipacs peer add --allow`)"
-    )
+    if operation not in granted:  # the common case costs no Origin and no call
+        peers.require(granted, operation, origin_from_event(event))

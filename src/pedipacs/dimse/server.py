@@ -111,12 +111,10 @@ def prefer_requestor_order(event: Any) -> None:
     event.assoc.acceptor.supported_contexts = reordered
 
 
-def event_handlers(
-    services: DimseServices, ae_title: str, *, accept_unknown_calling_aes: bool
-) -> list[Any]:
+def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
     return [
         # First: an unknown calling AE is rejected before anything else is negotiated.
-        (evt.EVT_REQUESTED, check_calling_ae, [services.peers, accept_unknown_calling_aes]),
+        (evt.EVT_REQUESTED, check_calling_ae, [services.peers]),
         (evt.EVT_REQUESTED, prefer_requestor_order),
         (evt.EVT_CONN_OPEN, _connection_opened),
         (evt.EVT_CONN_CLOSE, _connection_closed),
