@@ -93,6 +93,83 @@ class Settings(BaseSettings):
         "registry (`pedipacs peer add`), with every operation. Off by default: unknown AEs are "
         "refused and the refusal audited. Turn on only for a first setup.",
     )
+    tls_certificate_file: Path | None = Field(
+        None,
+        description="PEM certificate (with its chain) of this node. When set with "
+        "`tls_key_file`, HTTP is served over HTTPS and DICOM TLS listens on `dicom_tls_port`.",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of `tls_certificate_file`.")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM certificates of the authorities whose client certificates DICOM TLS "
+        "peers must present (mutual authentication, PS3.15 B.1). Empty: no client certificate "
+        "is asked for.",
+    )
+    dicom_tls_port: int = Field(
+        2762,
+        ge=0,
+        le=65535,
+        description="DICOM over TLS port (PS3.15 Annex B, BCP 195), used when a certificate "
+        "is configured.",
+    )
+    session_idle_minutes: float = Field(
+        15.0, gt=0, description="A signed-in page session ends after this much inactivity."
+    )
+    session_max_hours: float = Field(
+        12.0, gt=0, description="A page session ends this long after sign-in, active or not."
+    )
+    signin_max_failures: int = Field(
+        5, gt=0, description="Failed sign-ins in a row after which an account is locked."
+    )
+    signin_lockout_minutes: float = Field(
+        15.0, gt=0, description="How long a locked account stays locked."
+    )
+    signin_attempts_per_minute: int = Field(
+        10,
+        gt=0,
+        description="Sign-in attempts accepted per minute from one client address; more get "
+        "HTTP 429.",
+    )
+    break_glass_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="How long a break-the-glass access to a patient outside one's care lasts.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect issuer URL of the hospital's identity provider (Keycloak, "
+        "Entra ID, ...); its `/.well-known/openid-configuration` is read at start. Empty: local "
+        "accounts only.",
+    )
+    oidc_client_id: str | None = Field(None, description="Client ID registered at the issuer.")
+    oidc_client_secret: str | None = Field(None, description="Client secret for the client ID.")
+    oidc_roles_claim: str = Field(
+        "roles",
+        description="ID token claim listing the user's pedipacs roles (administrator, "
+        "radiologist, technologist, referring-clinician, auditor).",
+    )
+    audit_syslog_host: str | None = Field(
+        None,
+        description="ATNA audit record repository to which audit records are sent as RFC 5424 "
+        "syslog messages (DICOM PS3.15 A.5 XML). Empty: no export.",
+    )
+    audit_syslog_port: int = Field(6514, ge=1, le=65535, description="ATNA collector port.")
+    audit_syslog_tls: bool = Field(
+        True, description="Send ATNA messages over TLS (RFC 5425); off: plain TCP (RFC 6587)."
+    )
+    audit_syslog_ca_file: Path | None = Field(
+        None, description="PEM authorities trusted for the ATNA collector's certificate."
+    )
+    max_query_results: int = Field(
+        1000,
+        gt=0,
+        description="Most matches one C-FIND answers; QIDO-RS pages at this size.",
+    )
+    max_request_body: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest HTTP request body accepted outside STOW-RS (forms, JSON), in bytes.",
+    )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
         description="Same SOP Instance UID with different content: `reject`, `keep-newest` or "
@@ -113,6 +190,10 @@ class Settings(BaseSettings):
         if not 0 < len(value) <= 16 or "\\" in value or not value.isascii():
             raise ValueError("an AE title has 1 to 16 ASCII characters and no backslash")
         return value
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_certificate_file is not None and self.tls_key_file is not None
 
     @property
     def resolved_database_url(self) -> str:

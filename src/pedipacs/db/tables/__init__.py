@@ -1,5 +1,12 @@
 """Tables, one module per aggregate. Importing this package registers them all on Base.metadata."""
 
+from pedipacs.db.tables.account import (
+    AuditExportCursor,
+    BreakGlassAccess,
+    CareTeamMember,
+    UserAccount,
+    UserSession,
+)
 from pedipacs.db.tables.audit import AuditChainHead, AuditEvent
 from pedipacs.db.tables.change import Change
 from pedipacs.db.tables.patient import Patient
@@ -7,6 +14,11 @@ from pedipacs.db.tables.peer import PeerRow
 from pedipacs.db.tables.study import Instance, InstanceConflict, InstanceMetadata, Series, Study
 
 __all__ = [
+    "AuditExportCursor",
+    "BreakGlassAccess",
+    "CareTeamMember",
+    "UserAccount",
+    "UserSession",
     "AuditChainHead",
     "AuditEvent",
     "Change",
