@@ -417,10 +417,11 @@ class Benchmark:
         url = self.viewer_url(server)
         try:
             if not self._viewer_warmed:
-                timer.first_and_return_visit(url)  # builds the server's adapted viewer files
+                # builds the server's adapted viewer files
+                timer.first_and_return_visit(url, server.browser_cookies())
                 self._viewer_warmed = True
             with observing(server) as observed:
-                visits = timer.first_and_return_visit(url)
+                visits = timer.first_and_return_visit(url, server.browser_cookies())
         except PlaywrightError as error:  # no image within the timeout, or a browser failure
             self.problem(f"viewer: {url}: {error}")
             return

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 LOOPBACK = "127.0.0.1"
@@ -96,6 +97,15 @@ class Server(ABC):
 
     def is_ready(self) -> bool:
         return echo(self.ae_title, self.dicom_port)
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Headers every HTTP request to this server carries (its credentials, if any)."""
+        return {}
+
+    def browser_cookies(self) -> list[dict[str, str]]:
+        """Cookies a browser needs to open the server's pages (a signed-in session)."""
+        return []
 
     @property
     def log_path(self) -> Path:
@@ -187,9 +197,64 @@ class Pedipacs(Server):
         super().__init__(workdir)
         self.source = source  # a folder holding a `pedipacs` package to run instead
         self.viewer_dir = viewer_dir  # the OHIF build served under /viewer, if any
+        self._token = ""
+
+    BENCH_USER = "bench"
+    BENCH_PASSWORD = "benchmark passphrase"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pedipacs", "serve"]
+
+    def start(self) -> None:
+        """Start, then sign up the benchmark's account: pedipacs answers no one anonymously,
+        and the benchmark measures it as a hospital runs it, with every request authenticated.
+        (An older pedipacs run with `source` may have no accounts: it is called as it is.)"""
+        super().start()
+        added = self._pedipacs(
+            "user", "add", self.BENCH_USER, "--roles", "administrator,radiologist",
+            "--password-stdin", stdin=self.BENCH_PASSWORD + "\n",
+        )  # fmt: skip
+        if added.returncode == 0:
+            issued = self._pedipacs(
+                "token", "issue", self.BENCH_USER, "--label", "benchmark", "--days", "1"
+            )
+            issued.check_returncode()
+            self._token = issued.stdout.strip()
+        elif "No such command" not in added.stderr:
+            raise RuntimeError(f"the benchmark account could not be created: {added.stderr}")
+
+    def _pedipacs(
+        self, *arguments: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pedipacs", *arguments],
+            env=self.environment(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def browser_cookies(self) -> list[dict[str, str]]:
+        if not self._token:
+            return []
+        base = f"http://{LOOPBACK}:{self.http_port}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            form = client.get("/signin").text
+            csrf = form.split('name="csrf_token" value="')[1].split('"')[0]
+            client.post(
+                "/signin",
+                data={"username": self.BENCH_USER, "password": self.BENCH_PASSWORD,
+                      "csrf_token": csrf, "next": "/"},
+            )  # fmt: skip
+            session = client.cookies.get("pedipacs_session")
+        if not session:
+            raise RuntimeError("the benchmark account could not sign in")
+        return [{"name": "pedipacs_session", "value": session, "url": base}]
 
     def environment(self) -> dict[str, str]:
         inherited = {k: v for k, v in tool_environment().items() if not k.startswith("PEDIPACS_")}

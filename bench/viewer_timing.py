@@ -118,10 +118,15 @@ class ViewerTimer:
         if self._playwright is not None:
             self._playwright.stop()
 
-    def first_and_return_visit(self, url: str) -> tuple[ViewerVisit, ViewerVisit]:
-        """Open `url` in a new context (empty cache), then again in the same context."""
+    def first_and_return_visit(
+        self, url: str, cookies: list[dict[str, str]] | None = None
+    ) -> tuple[ViewerVisit, ViewerVisit]:
+        """Open `url` in a new context (empty cache, with `cookies`: a signed-in session),
+        then again in the same context."""
         assert self._browser is not None
         context = self._browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        if cookies:
+            context.add_cookies(cookies)  # type: ignore[arg-type]
         try:
             page = context.new_page()
             return _visit(page, url), _visit(page, url)

@@ -205,7 +205,11 @@ class DicomwebClient:
         self.base = f"http://{LOOPBACK}:{server.http_port}{root}"
         self._http = httpx.Client(
             timeout=REQUEST_TIMEOUT,
-            headers={"Accept-Encoding": accept_encoding, "User-Agent": "pedipacs-bench"},
+            headers={
+                "Accept-Encoding": accept_encoding,
+                "User-Agent": "pedipacs-bench",
+                **server.http_headers,
+            },
         )
 
     def __enter__(self) -> Self:

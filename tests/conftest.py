@@ -11,7 +11,7 @@ import pytest
 from pedipacs.config import Settings
 from pedipacs.node import Node
 from support.databases import POSTGRES_ADMIN_URL, fresh_database, postgres_is_available
-from support.server import RunningServer, start_server
+from support.server import TESTER, TESTER_PASSWORD, RunningServer, start_server
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +50,17 @@ def node(settings: Settings) -> Iterator[Node]:
     built.migrate()
     yield built
     built.stop()
+
+
+@pytest.fixture
+def tester_headers(node: Node) -> dict[str, str]:
+    """`Authorization` for an account holding every role, on the in-process node."""
+    from pedipacs.model.origin import Origin
+    from pedipacs.security.permissions import Role
+
+    node.accounts.create(TESTER, frozenset(Role), Origin.cli("tests"), password=TESTER_PASSWORD)
+    token = node.accounts.issue_token(TESTER, "tests", 1, Origin.cli("tests"))
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

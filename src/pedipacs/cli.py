@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +19,14 @@ peer_app = typer.Typer(help="Known remote DICOM Application Entities.", no_args_
 app.add_typer(peer_app, name="peer")
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+user_app = typer.Typer(help="Accounts of the people who sign in.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+token_app = typer.Typer(help="Bearer tokens for programs (DICOMweb, API).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+care_app = typer.Typer(
+    help="Care teams: the patients a referring clinician sees.", no_args_is_help=True
+)
+app.add_typer(care_app, name="care-team")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -229,10 +239,10 @@ def peer_add(
         str,
         typer.Option(
             "--allow",
-            help="What it may ask of pedipacs, comma-separated: store, find, move, get "
+            help="What it may ask of pedipacs, comma-separated: store, find, move, get, worklist "
             "(echo always).",
         ),
-    ] = "store,find,move,get",
+    ] = "store,find,move,get,worklist",
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -295,6 +305,212 @@ def peer_remove(
         raise typer.Exit(1) from error
     finally:
         node.stop()
+
+
+@contextmanager
+def _running_node(
+    config: Path | None, data_dir: Path | None, database_url: str | None
+) -> Iterator[Any]:
+    """A migrated node for one command; a domain error is printed and exits with status 1."""
+    from pedipacs.errors import PedipacsError
+
+    node = _node(_settings(config, data_dir=data_dir, database_url=database_url))
+    try:
+        yield node
+    except PedipacsError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    finally:
+        node.stop()
+
+
+def _roles(text: str) -> Any:
+    from pedipacs.security.permissions import Role
+
+    try:
+        return Role.parse_list(text)
+    except ValueError as error:
+        console.print(f"[red]--roles: {error}[/red]")
+        raise typer.Exit(2) from error
+
+
+RolesOption = Annotated[
+    str,
+    typer.Option(
+        "--roles",
+        help="Comma-separated: administrator, radiologist, technologist, referring-clinician, "
+        "auditor.",
+    ),
+]
+UsernameArgument = Annotated[str, typer.Argument(help="The account's username.")]
+
+
+@user_app.command("add")
+def user_add(
+    username: UsernameArgument,
+    roles: RolesOption,
+    display_name: Annotated[str | None, typer.Option(help="Name shown on pages.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a local account. Without --password-stdin a one-time password is printed, to be
+    changed at the first sign-in."""
+    import sys
+
+    from pedipacs.model.origin import Origin
+    from pedipacs.security.accounts import one_time_password
+
+    role_set = _roles(roles)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else one_time_password()
+    with _running_node(config, data_dir, database_url) as node:
+        account = node.accounts.create(
+            username,
+            role_set,
+            Origin.cli(_user()),
+            password=password,
+            display_name=display_name,
+            must_change_password=not password_stdin,
+        )
+    Console().print(f"account {account.username} created ({', '.join(sorted(account.roles))})")
+    if not password_stdin:
+        Console().print(f"one-time password: {password}")
+
+
+@user_app.command("list")
+def user_list(
+    config: ConfigOption = None, data_dir: DataDirOption = None, database_url: DatabaseOption = None
+) -> None:
+    """List the accounts, their roles and state."""
+    table = Table("username", "name", "roles", "signs in with", "state")
+    with _running_node(config, data_dir, database_url) as node:
+        for account in node.accounts.list():
+            state = "disabled" if account.disabled else "active"
+            if account.locked_until is not None:
+                state += f", locked until {account.locked_until:%Y-%m-%d %H:%M} UTC"
+            table.add_row(
+                account.username,
+                account.display_name,
+                ", ".join(sorted(account.roles)),
+                account.signs_in_with,
+                state,
+            )
+    Console().print(table)
+
+
+@user_app.command("roles")
+def user_roles(
+    username: UsernameArgument,
+    roles: RolesOption,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Replace an account's roles."""
+    from pedipacs.model.origin import Origin
+
+    role_set = _roles(roles)
+    with _running_node(config, data_dir, database_url) as node:
+        account = node.accounts.set_roles(username, role_set, Origin.cli(_user()))
+    Console().print(f"{account.username}: {', '.join(sorted(account.roles))}")
+
+
+@user_app.command("disable")
+def user_disable(
+    username: UsernameArgument,
+    enable: Annotated[bool, typer.Option("--enable", help="Enable it again instead.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Disable an account (its sessions and tokens end at once), or enable it again."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        account = node.accounts.set_disabled(username, not enable, Origin.cli(_user()))
+    Console().print(f"{account.username}: {'disabled' if account.disabled else 'enabled'}")
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    username: UsernameArgument,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give an account a one-time password (printed) and end its sessions and lock."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        password = node.accounts.reset_password(username, Origin.cli(_user()))
+    Console().print(f"one-time password for {username}: {password}")
+
+
+@token_app.command("issue")
+def token_issue(
+    username: UsernameArgument,
+    label: Annotated[str, typer.Option(help="What the token is for (shown in the audit).")],
+    days: Annotated[float, typer.Option(help="Days until it expires (at most 366).")] = 90,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Print a new bearer token acting as USERNAME (send as `Authorization: Bearer <token>`)."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        token = node.accounts.issue_token(username, label, days, Origin.cli(_user()))
+    print(token)  # stdout only, so that scripts can capture it
+
+
+@token_app.command("revoke")
+def token_revoke(
+    username: UsernameArgument,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """End every session and token of an account."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        ended = node.accounts.revoke_tokens(username, Origin.cli(_user()))
+    Console().print(f"{ended} session(s) and token(s) ended for {username}")
+
+
+@care_app.command("add")
+def care_team_add(
+    username: UsernameArgument,
+    patient_id: Annotated[str, typer.Argument(help="The patient's ID.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Let a referring clinician see a patient's images."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        node.access.add_to_care_team(username, patient_id, Origin.cli(_user()))
+    Console().print(f"{username} cares for patient {patient_id}")
+
+
+@care_app.command("remove")
+def care_team_remove(
+    username: UsernameArgument,
+    patient_id: Annotated[str, typer.Argument(help="The patient's ID.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Stop a referring clinician seeing a patient's images."""
+    from pedipacs.model.origin import Origin
+
+    with _running_node(config, data_dir, database_url) as node:
+        node.access.remove_from_care_team(username, patient_id, Origin.cli(_user()))
+    Console().print(f"{username} no longer cares for patient {patient_id}")
 
 
 def _user() -> str:

@@ -98,7 +98,9 @@ class Settings(BaseSettings):
         description="PEM certificate (with its chain) of this node. When set with "
         "`tls_key_file`, HTTP is served over HTTPS and DICOM TLS listens on `dicom_tls_port`.",
     )
-    tls_key_file: Path | None = Field(None, description="PEM private key of `tls_certificate_file`.")
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of `tls_certificate_file`."
+    )
     tls_ca_file: Path | None = Field(
         None,
         description="PEM certificates of the authorities whose client certificates DICOM TLS "
@@ -138,8 +140,8 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(
         None,
         description="OpenID Connect issuer URL of the hospital's identity provider (Keycloak, "
-        "Entra ID, ...); its `/.well-known/openid-configuration` is read at start. Empty: local "
-        "accounts only.",
+        "Entra ID, ...); its `/.well-known/openid-configuration` is read at the first sign-in "
+        "through it. Empty: local accounts only.",
     )
     oidc_client_id: str | None = Field(None, description="Client ID registered at the issuer.")
     oidc_client_secret: str | None = Field(None, description="Client secret for the client ID.")

@@ -37,8 +37,22 @@ class ObjectTooLargeError(InvalidInput):
     """The object is larger than the configured maximum."""
 
 
+class DecodedSizeTooLargeError(InvalidInput):
+    """Decoding the object would take more memory than the limit: its header or codestream
+    states a huge image (a decompression bomb), or a rendering was asked at a huge size."""
+
+
+class UnsafeArchiveError(InvalidInput):
+    """A zip file or one of its entries is refused: too many entries, a suspicious compression
+    ratio, a size its header misstates, an unsafe name, or a zip inside a zip."""
+
+
 class InvalidQueryError(InvalidInput):
     """A query identifier or its matching keys are invalid."""
+
+
+class QueryTooBroadError(InvalidInput):
+    """A query that cannot be paged matches more entities than one answer may hold."""
 
 
 class NotFound(PedipacsError):
@@ -85,6 +99,10 @@ class OperationNotPermittedError(PermissionDenied):
     """The peer registry does not grant this peer the operation it asked for."""
 
 
+class PatientNotInCareError(PermissionDenied):
+    """A referring clinician asked for a patient outside their care (break-the-glass opens it)."""
+
+
 class StorageUnavailable(PedipacsError):
     """The blob store or the database cannot take the write now (disk full, I/O error)."""
 
@@ -95,3 +113,8 @@ class NotRenderableError(InvalidInput):
 
 class TranscodingError(PedipacsError):
     """The object cannot be converted to a transfer syntax the peer accepts."""
+
+
+class TlsConfigurationError(InvalidInput):
+    """A TLS certificate, private key or authority file is missing, unreadable, malformed or
+    does not match its partner."""

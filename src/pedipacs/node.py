@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.config import Settings
 from pedipacs.db import migrate
 from pedipacs.db.engine import Database
+from pedipacs.security.access import AccessPolicy
+from pedipacs.security.accounts import AccountService, SessionRules
 from pedipacs.security.audit import AuditTrail
 from pedipacs.storage.filesystem import FilesystemBlobStore
 
@@ -32,11 +35,13 @@ class Node:
     queries: QueryService
     retrieve: RetrieveService
     peers: PeerService
+    accounts: AccountService
+    access: AccessPolicy
     integrity: IntegrityService
     audit: AuditTrail
     # Set when several processes share metrics (prometheus_client multiprocess mode).
     metrics_dir: Path | None = None
-    _dimse_server: Any = field(default=None, repr=False)
+    _dimse_servers: list[Any] = field(default_factory=list, repr=False)
 
     @staticmethod
     def configure_libraries() -> None:
@@ -50,6 +55,7 @@ class Node:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.resolved_database_url)
         blob_store = FilesystemBlobStore(settings.resolved_storage_dir)
+        access = AccessPolicy(database, break_glass=timedelta(minutes=settings.break_glass_minutes))
         return cls(
             settings=settings,
             database=database,
@@ -60,11 +66,21 @@ class Node:
                 duplicate_policy=settings.duplicate_policy,
                 max_object_size=settings.max_object_size,
             ),
-            queries=QueryService(database),
+            queries=QueryService(database, max_results=settings.max_query_results),
             retrieve=RetrieveService(database, blob_store),
             peers=PeerService(
-                database, accept_unknown_calling_aes=settings.accept_unknown_calling_aes
+                database, access, accept_unknown_calling_aes=settings.accept_unknown_calling_aes
             ),
+            accounts=AccountService(
+                database,
+                SessionRules(
+                    idle=timedelta(minutes=settings.session_idle_minutes),
+                    maximum=timedelta(hours=settings.session_max_hours),
+                    max_failures=settings.signin_max_failures,
+                    lockout=timedelta(minutes=settings.signin_lockout_minutes),
+                ),
+            ),
+            access=access,
             integrity=IntegrityService(database, blob_store),
             audit=AuditTrail(database),
             metrics_dir=metrics_dir,
@@ -77,8 +93,12 @@ class Node:
         return self.integrity.sweep_orphans(self.settings.orphan_grace_seconds)
 
     def start_dimse(self) -> None:
-        """Listen for DICOM associations in background threads."""
+        """Listen for DICOM associations in background threads: on the DICOM port, and with a
+        certificate configured also on the DICOM TLS port, with the same handlers."""
+        from ssl import SSLContext
+
         from pedipacs.dimse.server import DimseServices, build_ae, event_handlers, start_server
+        from pedipacs.security.tls import server_context
 
         settings = self.settings
         ae = build_ae(
@@ -88,19 +108,33 @@ class Node:
             network_timeout=settings.network_timeout,
         )
         services = DimseServices(self.ingest, self.queries, self.retrieve, self.peers)
-        self._dimse_server = start_server(
-            ae,
-            settings.host,
-            settings.dicom_port,
-            event_handlers(services, settings.ae_title),
-            max_object_size=settings.max_object_size,
-        )
-        log.info(
-            "DICOM %s listening on %s:%d", settings.ae_title, settings.host, settings.dicom_port
-        )
+        handlers = event_handlers(services, settings.ae_title)
+        listeners: list[tuple[int, SSLContext | None]] = [(settings.dicom_port, None)]
+        if settings.tls_certificate_file is not None and settings.tls_key_file is not None:
+            tls = server_context(
+                settings.tls_certificate_file, settings.tls_key_file, settings.tls_ca_file
+            )
+            listeners.append((settings.dicom_tls_port, tls))
+        for port, ssl_context in listeners:
+            self._dimse_servers.append(
+                start_server(
+                    ae,
+                    settings.host,
+                    port,
+                    handlers,
+                    max_object_size=settings.max_object_size,
+                    ssl_context=ssl_context,
+                )
+            )
+            log.info(
+                "DICOM %s listening on %s:%d%s",
+                settings.ae_title,
+                settings.host,
+                port,
+                "" if ssl_context is None else " with TLS",
+            )
 
     def stop(self) -> None:
-        if self._dimse_server is not None:
-            self._dimse_server.shutdown()
-            self._dimse_server = None
+        while self._dimse_servers:
+            self._dimse_servers.pop().shutdown()
         self.database.dispose()

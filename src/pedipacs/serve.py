@@ -7,12 +7,14 @@ database connections, because one Python interpreter cannot use both cores for i
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from pedipacs.config import Settings
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+AUDIT_EXPORT_STOP_SECONDS = 15.0
 
 
 def configure_logging(level: str) -> None:
@@ -60,8 +63,10 @@ def serve(settings: Settings) -> None:
     log.info(
         "storage checked: %d blob(s), %d orphan(s) swept", report.blobs_seen, report.orphans_removed
     )
+    secure_first_start(node, settings)
     workers = settings.resolved_dicom_workers
-    _ensure_port_free(settings.host, settings.dicom_port)
+    _ensure_port_free(settings)
+    _check_tls_files(settings)
     http = _http_server(node, settings)
     pool: DimseWorkers | None = None
     if workers == 1:
@@ -69,34 +74,112 @@ def serve(settings: Settings) -> None:
     else:
         pool = DimseWorkers(settings, workers, on_fatal=lambda: setattr(http, "should_exit", True))
         pool.start()
+    audit_export = _start_audit_export(settings, node)
     try:
-        log.info("HTTP listening on %s:%d", settings.host, settings.http_port)
+        scheme = "HTTPS" if settings.tls_enabled else "HTTP"
+        log.info("%s listening on %s:%d", scheme, settings.host, settings.http_port)
         http.run()
     finally:
         if pool is not None:
             pool.stop()
+        if audit_export is not None:
+            thread, stop = audit_export
+            stop.set()
+            thread.join(AUDIT_EXPORT_STOP_SECONDS)
         node.stop()
     if pool is not None and pool.failed:
         raise SystemExit("DICOM workers could not start; see the log above")
 
 
-def _ensure_port_free(host: str, port: int) -> None:
-    """Workers share the DICOM port with SO_REUSEPORT, which would also let them share it with
-    another program already listening there. A plain bind first proves the port is ours."""
+def _start_audit_export(settings: Settings, node: Any) -> tuple[threading.Thread, Any] | None:
+    """The ATNA syslog export, when a collector is configured: a thread of the supervisor."""
+    from pedipacs.security.atna import exporter_from_settings, run_in_background
+
+    exporter = exporter_from_settings(settings, node.database)
+    if exporter is None:
+        return None
+    log.info("audit records go to the ATNA collector %s", exporter.collector)
+    return run_in_background(exporter)
+
+
+def secure_first_start(node: Any, settings: Settings) -> None:
+    """No default password: on an empty database an administrator `admin` is created with a
+    one-time password, shown once here. Until an administrator has credentials of their own,
+    pedipacs listens on the loopback address only."""
+    from pedipacs.model.origin import Origin
+
+    password = node.accounts.create_first_administrator(Origin.cli("pedipacs serve"))
+    if password is not None:
+        banner = (
+            "\n" + "=" * 72 + "\n"
+            "  First start: an administrator account was created.\n"
+            f"    username: admin\n    one-time password: {password}\n"
+            f"  Sign in at http://127.0.0.1:{settings.http_port}/signin and choose a password.\n"
+            "  This password is shown only once.\n" + "=" * 72
+        )
+        print(banner, file=sys.stderr, flush=True)
+    if not _is_loopback(settings.host) and not node.accounts.has_ready_administrator():
+        raise SystemExit(
+            f"refusing to listen on {settings.host}: no administrator has a password of their "
+            "own yet. Start once on 127.0.0.1, sign in as admin with the one-time password and "
+            "change it (or create one with `pedipacs user add NAME --roles administrator`)."
+        )
+
+
+def _is_loopback(host: str) -> bool:
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not count; a
-            # listening socket still does.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as error:
-        raise SystemExit(f"DICOM port {host}:{port} is not available: {error.strerror}") from error
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _ensure_port_free(settings: Settings) -> None:
+    """Workers share the DICOM ports with SO_REUSEPORT, which would also let them share one with
+    another program already listening there. A plain bind first proves each port is ours."""
+    ports = [("DICOM port", settings.dicom_port)]
+    if settings.tls_enabled:
+        ports.append(("DICOM TLS port", settings.dicom_tls_port))
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    for name, port in ports:
+        try:
+            with socket.socket(family) as probe:
+                # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not count; a
+                # listening socket still does.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((settings.host, port))
+        except OSError as error:
+            raise SystemExit(
+                f"{name} {settings.host}:{port} is not available: {error.strerror}"
+            ) from error
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Stop with the file named, before any worker starts, when a TLS file is unusable."""
+    from pedipacs.errors import TlsConfigurationError
+    from pedipacs.security.tls import server_context
+
+    if settings.tls_certificate_file is None or settings.tls_key_file is None:
+        return
+    try:
+        server_context(settings.tls_certificate_file, settings.tls_key_file, settings.tls_ca_file)
+    except TlsConfigurationError as error:
+        raise SystemExit(str(error)) from error
 
 
 def _http_server(node: object, settings: Settings) -> Any:
+    import ssl
+
     import uvicorn
 
+    from pedipacs.security.tls import server_context
     from pedipacs.web.app import create_app
+
+    certificate, key = settings.tls_certificate_file, settings.tls_key_file
+
+    def https_context(_config: object, _default: object) -> ssl.SSLContext:
+        # Browsers and DICOMweb clients are not asked for a certificate: they sign in.
+        assert certificate is not None and key is not None
+        return server_context(certificate, key)
 
     config = uvicorn.Config(
         create_app(node),  # type: ignore[arg-type]
@@ -104,6 +187,7 @@ def _http_server(node: object, settings: Settings) -> Any:
         port=settings.http_port,
         log_level="warning",
         access_log=False,
+        ssl_context_factory=https_context if settings.tls_enabled else None,
     )
     return uvicorn.Server(config)
 

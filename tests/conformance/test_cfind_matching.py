@@ -6,13 +6,9 @@ stored once with storescu, then every case of `conformance.cases` as one findscu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pydicom.dataset import Dataset
 
 from conformance.cases import (
     INVALID_CASES,
@@ -25,7 +21,7 @@ from conformance.cases import (
     text_value,
 )
 from pedipacs.model.levels import InformationModel
-from support.dcmtk import run
+from support.dcmtk import FindOutcome, findscu_outcome
 from support.server import RunningServer
 
 FINDSCU_MODEL_FLAG = {InformationModel.PATIENT_ROOT: "-P", InformationModel.STUDY_ROOT: "-S"}
@@ -33,52 +29,11 @@ SUCCESS = 0x0000
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 
 
-@dataclass(frozen=True)
-class FindOutcome:
-    status: int | None
-    error_comment: str | None
-    responses: Sequence[Dataset]
-    log: str
-
-
 def find(
     server: RunningServer, model: InformationModel, keys: list[str], output_dir: Path
 ) -> FindOutcome:
-    """Run findscu; return the final C-FIND status, its Error Comment and the identifiers.
-
-    findscu 3.6.7 exits 0 whatever the final status, and writes only pending identifiers with
-    `-X`, so the final response is read from its debug dump of the incoming DIMSE message
-    (`DIMSE Status : 0xa900: ...`, then the status detail with `(0000,0902) ... ErrorComment`).
-    """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "findscu",
-        FINDSCU_MODEL_FLAG[model],
-        "-d",
-        "-aec",
-        server.ae_title,
-        "-X",
-        "-od",
-        str(output_dir),
-    ]
-    for key in keys:
-        args += ["-k", key]
-    result = run([*args, "127.0.0.1", str(server.dicom_port)])
-    assert result.returncode == 0, result.stderr[-4000:]
-    responses = [dcmread(path) for path in sorted(output_dir.glob("rsp*.dcm"))]
-    lines = result.stderr.splitlines()
-    final = max(
-        (i for i, line in enumerate(lines) if "Received Final Find Response" in line), default=None
-    )
-    assert final is not None, result.stderr[-4000:]
-    status = error_comment = None
-    for line in lines[final:]:
-        label, _, value = line.removeprefix("D: ").partition(":")
-        if label.strip() == "DIMSE Status" and status is None:
-            status = int(value.strip().split(":")[0], 16)
-        if line.rstrip().endswith(" ErrorComment") and "[" in line:
-            error_comment = line[line.index("[") + 1 : line.rindex("]")]
-    return FindOutcome(status, error_comment, responses, result.stderr)
+    """Run findscu with the model's flag; the final status, its Error Comment, the identifiers."""
+    return findscu_outcome(server, keys, output_dir, model=FINDSCU_MODEL_FLAG[model])
 
 
 def test_every_stored_instance_is_counted_by_a_patient_level_query(

@@ -39,7 +39,7 @@ def search(
     server: RunningServer, level: QueryLevel, params: list[tuple[str, str]]
 ) -> httpx.Response:
     # httpx percent-encodes `^`, `*`, `\` and non-ASCII characters, as every HTTP client does.
-    return httpx.get(
+    return server.get(
         f"{server.http_url}/dicomweb/{RESOURCE[level]}",
         params=params,
         headers={"Accept": "application/dicom+json"},
@@ -98,7 +98,9 @@ def test_qido_percent_decodes_values_and_splits_uid_lists_on_backslash(
 ) -> None:
     """Two points Orthanc's DICOMweb plugin fails: `LAST%5EF%2A` and `uid1%5Cuid2`."""
     raw_query = "PatientName=DOE%5EJ%2A&includefield=PatientName"
-    response = httpx.get(f"{loaded_server.http_url}/dicomweb/studies?{raw_query}", timeout=30)
+    response = loaded_server.get(
+        f"{loaded_server.http_url}/dicomweb/studies?{raw_query}", timeout=30
+    )
     names = {text_of(m[tag_key("PatientName")]) for m in response.json()}
 
     assert response.status_code == 200

@@ -24,6 +24,8 @@ class Issued:
 class TestAuthority:
     """Signs server and client certificates; `ca_file` is what peers trust."""
 
+    __test__ = False  # not a test class, whatever its name says
+
     folder: Path
     ca_file: Path
     _key: ec.EllipticCurvePrivateKey

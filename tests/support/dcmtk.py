@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
@@ -82,6 +83,47 @@ def findscu(
     result = run([*args, "127.0.0.1", str(server.dicom_port)])
     responses: list[Dataset] = [dcmread(p) for p in sorted(output_dir.glob("rsp*.dcm"))]
     return result, responses
+
+
+@dataclass(frozen=True)
+class FindOutcome:
+    status: int | None
+    error_comment: str | None
+    responses: Sequence[Dataset]
+    log: str
+
+
+def findscu_outcome(
+    server: RunningServer, keys: Sequence[str], output_dir: Path, *, model: str = "-S"
+) -> FindOutcome:
+    """Run findscu; return the final C-FIND status, its Error Comment and the identifiers.
+
+    findscu 3.6.7 exits 0 whatever the final status, and writes only pending identifiers with
+    `-X`, so the final response is read from its debug dump of the incoming DIMSE message
+    (`DIMSE Status : 0xa900: ...`, then the status detail with `(0000,0902) ... ErrorComment`).
+    `output_dir` should be new: every `rsp*.dcm` in it is read as a response.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    args = ["findscu", model, "-d", "-aec", server.ae_title, "-X", "-od", str(output_dir)]
+    for key in keys:
+        args += ["-k", key]
+    result = run([*args, "127.0.0.1", str(server.dicom_port)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    responses = [dcmread(path) for path in sorted(output_dir.glob("rsp*.dcm"))]
+    lines = result.stderr.splitlines()
+    final = max(
+        (i for i, line in enumerate(lines) if "Received Final Find Response" in line), default=None
+    )
+    assert final is not None, result.stderr[-4000:]
+    status = error_comment = None
+    for line in lines[final:]:
+        label, _, value = line.removeprefix("D: ").partition(":")
+        if label.strip() == "DIMSE Status" and status is None:
+            status = int(value.strip().split(":")[0], 16)
+        if line.rstrip().endswith(" ErrorComment") and "[" in line:
+            # Trailing spaces pad the value to an even length (PS3.5 6.2).
+            error_comment = line[line.index("[") + 1 : line.rindex("]")].rstrip()
+    return FindOutcome(status, error_comment, responses, result.stderr)
 
 
 def store_statuses(

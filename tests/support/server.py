@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 READY_TIMEOUT = 60.0
 AE_TITLE = "PEDIPACS"
@@ -31,6 +35,25 @@ class RunningServer:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     ae_title: str = AE_TITLE
+    # A bearer token of the test account `tester` (every role); see `sign_in_tester`.
+    token: str = ""
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _signed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "headers": {**self.auth_headers, **(kwargs.get("headers") or {})}}
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """An HTTP GET as `tester` (bearer token); `headers` given here are added."""
+        return httpx.get(url, **self._signed(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(url, **self._signed(kwargs))
+
+    def stream(self, method: str, url: str, **kwargs: Any) -> Any:
+        return httpx.stream(method, url, **self._signed(kwargs))
 
     @property
     def http_url(self) -> str:
@@ -107,7 +130,34 @@ def start_server(
         env=extra_env or {},
     )
     _wait_until_ready(running)
+    try:
+        running.token = tester_token(database_url)
+    except BaseException:
+        running.stop()  # never leave a server behind a failed start
+        raise
     return running
+
+
+TESTER = "tester"
+TESTER_PASSWORD = "correct horse battery staple"
+
+
+def tester_token(database_url: str) -> str:
+    """A bearer token for `tester`, an account holding every role, created on first use:
+    tests about other things than permissions call pedipacs as a fully entitled user."""
+    from pedipacs.db.engine import Database
+    from pedipacs.model.origin import Origin
+    from pedipacs.security.accounts import AccountExistsError, AccountService
+    from pedipacs.security.permissions import Role
+
+    database = Database(database_url)
+    try:
+        accounts = AccountService(database)
+        with contextlib.suppress(AccountExistsError):
+            accounts.create(TESTER, frozenset(Role), Origin.cli("tests"), password=TESTER_PASSWORD)
+        return accounts.issue_token(TESTER, "tests", 1, Origin.cli("tests"))
+    finally:
+        database.dispose()
 
 
 def _wait_until_ready(running: RunningServer) -> None:

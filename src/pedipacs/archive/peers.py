@@ -17,7 +17,9 @@ from pedipacs.errors import (
 )
 from pedipacs.model.origin import Origin
 from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation, Peer
+from pedipacs.security.access import AccessPolicy, NotPermittedError
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
+from pedipacs.security.permissions import PEER_OPERATION_PERMISSIONS, Principal
 
 
 def _peer(row: PeerRow) -> Peer:
@@ -45,34 +47,45 @@ def _operations_text(operations: frozenset[DimseOperation]) -> str:
 
 
 class PeerService:
-    def __init__(self, database: Database, *, accept_unknown_calling_aes: bool = False) -> None:
+    def __init__(
+        self,
+        database: Database,
+        access: AccessPolicy,
+        *,
+        accept_unknown_calling_aes: bool = False,
+    ) -> None:
         self._database = database
+        self._access = access
         self._accept_unknown_calling_aes = accept_unknown_calling_aes
 
-    def admit(self, origin: Origin) -> frozenset[DimseOperation]:
-        """The operations granted to the calling AE of a new association.
+    def admit(self, origin: Origin) -> Principal:
+        """Who the calling AE of a new association is, with the operations it was granted.
 
         An AE the registry does not know is refused (UnknownCallingAeError, audited) unless
         unknown AEs are accepted, in which case it may do everything.
         """
-        granted = self.operations_for(origin.remote_ae or "")
+        ae_title = origin.remote_ae or ""
+        granted = self.operations_for(ae_title)
         if granted is not None:
-            return granted
+            return Principal.peer(ae_title, granted)
         if self._accept_unknown_calling_aes:
-            return DEFAULT_PEER_OPERATIONS
+            return Principal.peer(ae_title, DEFAULT_PEER_OPERATIONS)
         self._record_refusal(origin, f"association from unknown calling AE {origin.remote_ae}")
         raise UnknownCallingAeError(f"calling AE {origin.remote_ae!r} is not a registered peer")
 
-    def require(
-        self, granted: frozenset[DimseOperation], operation: DimseOperation, origin: Origin
-    ) -> None:
-        """Raise OperationNotPermittedError (audited) unless `operation` is in `granted`."""
-        if operation in granted:
+    def require(self, principal: Principal, operation: DimseOperation, origin: Origin) -> None:
+        """Raise a PermissionDenied (audited by the access policy) unless the peer was granted
+        `operation`."""
+        permission = PEER_OPERATION_PERMISSIONS.get(operation)
+        if permission is None:  # echo: always allowed
             return
-        self._record_refusal(origin, f"{operation} by {origin.remote_ae}")
-        raise OperationNotPermittedError(
-            f"{origin.remote_ae} is not allowed to {operation} (see `pedipacs peer add --allow`)"
-        )
+        try:
+            self._access.require(principal, permission, origin)
+        except NotPermittedError as error:
+            raise OperationNotPermittedError(
+                f"{origin.remote_ae} is not allowed to {operation} "
+                "(see `pedipacs peer add --allow`)"
+            ) from error
 
     def add(self, peer: Peer, origin: Origin) -> Peer:
         ae_title = peer.ae_title.strip()

@@ -20,11 +20,11 @@ from pedipacs.db.query_sql import compile_locations
 from pedipacs.dicom.header import read_dataset_header
 from pedipacs.dicom.json_model import metadata_json
 from pedipacs.dicom.transfer_syntax import transcode
-from pedipacs.errors import InvalidQueryError, StorageUnavailable
+from pedipacs.errors import InvalidQueryError, PatientNotInCareError, StorageUnavailable
 from pedipacs.model.origin import Origin
 from pedipacs.model.query import Query
 from pedipacs.model.records import InstanceLocation, InstanceMetadata
-from pedipacs.security.audit import AuditEventId, AuditRecord, record
+from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 from pedipacs.storage.blob_store import BlobStore
 
 # A client's frame and rendered-image reads of one study are audited once per this many seconds.
@@ -79,6 +79,7 @@ class RetrieveService:
         """
         rows = self._rows(query, with_metadata=False)
         locations = self._locations(rows)
+        self._refuse_outside_scope(locations, origin, purpose)
         if is_image_read:
             studies = {location.study_instance_uid for location in locations}
             if self._recent_reads.all_seen(origin, purpose, studies):
@@ -96,6 +97,7 @@ class RetrieveService:
         """
         rows = self._rows(query, with_metadata=True)
         locations = self._locations(rows)
+        self._refuse_outside_scope(locations, origin, "metadata")
         self._audit_or_refuse(locations, origin, "metadata")
         return [
             InstanceMetadata(location, row.dicom_json or self._metadata_from_file(location))
@@ -115,6 +117,34 @@ class RetrieveService:
                 return session.execute(statement).all()
         except OperationalError as error:
             raise StorageUnavailable(f"the index database cannot be read: {error.orig}") from error
+
+    def _refuse_outside_scope(
+        self, locations: list[InstanceLocation], origin: Origin, purpose: str
+    ) -> None:
+        """A clinician asking for a patient outside their care gets PatientNotInCareError
+        (audited), which tells them how to open it in an emergency."""
+        if origin.patient_scope is None:
+            return
+        outside = sorted({loc.patient_id for loc in locations if not origin.sees(loc.patient_id)})
+        if not outside:
+            return
+        with self._database.unit_of_work() as session:
+            record(
+                session,
+                AuditRecord(
+                    event=AuditEventId.SECURITY_ALERT,
+                    action="R",
+                    origin=origin,
+                    outcome=AuditOutcome.MINOR_FAILURE,
+                    patient_id=outside[0],
+                    detail=f"refused {purpose}: patient(s) {', '.join(outside)} not in the "
+                    f"care of {origin.who}",
+                ),
+            )
+        raise PatientNotInCareError(
+            "this patient is not in your care; to see the images in an emergency, break the "
+            "glass with a stated reason"
+        )
 
     def _audit_or_refuse(
         self, locations: list[InstanceLocation], origin: Origin, purpose: str

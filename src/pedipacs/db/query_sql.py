@@ -6,7 +6,7 @@ C-FIND (every level of Patient Root and Study Root) and QIDO-RS both run through
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, time
 from typing import Any
 
@@ -45,10 +45,16 @@ LIKE_ESCAPE = "\\"
 UID_CHUNK = 500
 
 
-def compile_query(query: Query) -> Select[Any]:
-    """A SELECT returning, for each matching entity, every column at or above its level."""
+def compile_query(query: Query, patient_scope: Collection[str] | None = None) -> Select[Any]:
+    """A SELECT returning, for each matching entity, every column at or above its level.
+
+    `patient_scope`, when given, keeps only the patients with those IDs (who may see what is
+    decided in `security/access.py`; this only applies it).
+    """
     columns = [a.column.label(a.keyword) for a in _attributes_at_or_above(query.level)]
     statement = select(*columns).select_from(_joined(query.level))
+    if patient_scope is not None:
+        statement = statement.where(_any_of_patients(patient_scope))
     for key_match in query.constraints:
         statement = statement.where(_condition(key_match, query.level, query.is_fuzzy))
     statement = statement.order_by(LEVEL_TABLES[query.level].id)
@@ -57,6 +63,14 @@ def compile_query(query: Query) -> Select[Any]:
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return statement
+
+
+def _any_of_patients(patient_ids: Collection[str]) -> ColumnElement[bool]:
+    if not patient_ids:
+        return false()
+    ids = sorted(patient_ids)
+    chunks = [ids[i : i + UID_CHUNK] for i in range(0, len(ids), UID_CHUNK)]
+    return or_(*(Patient.patient_id.in_(chunk) for chunk in chunks))
 
 
 def returned_keywords(query: Query) -> tuple[str, ...]:

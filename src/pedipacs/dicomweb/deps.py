@@ -1,5 +1,6 @@
 """What every DICOMweb route needs: the services (put on the app by `web/app.py`), the Origin
-of the request, and the answers' common headers."""
+of the request (set by the authentication middleware, `http/auth.py`), and the answers'
+common headers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import Depends, Request, Response
 from pedipacs.archive.ingest import IngestService
 from pedipacs.archive.query import QueryService
 from pedipacs.archive.retrieve import RetrieveService
+from pedipacs.http.auth import CurrentOrigin
 from pedipacs.model.origin import Origin
 
 # JSON answers shorter than this are not worth compressing.
@@ -34,13 +36,7 @@ def _services(request: Request) -> DicomwebServices:
     return services
 
 
-def _origin(request: Request) -> Origin:
-    # Until sign-in exists (the security issue), requests are attributed to their address.
-    return Origin.http(None, request.client.host if request.client else None)
-
-
 Services = Annotated[DicomwebServices, Depends(_services)]
-RequestOrigin = Annotated[Origin, Depends(_origin)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +48,7 @@ class DicomwebCall:
     origin: Origin
 
 
-def _call(request: Request, services: Services, origin: RequestOrigin) -> DicomwebCall:
+def _call(request: Request, services: Services, origin: CurrentOrigin) -> DicomwebCall:
     return DicomwebCall(request, services, origin)
 
 

@@ -40,6 +40,7 @@ STUDY_INSTANCE_UID_MISMATCH = 0xC409
 
 _FAILURE_REASON: tuple[tuple[type[errors.PedipacsError], int], ...] = (
     (errors.ObjectTooLargeError, OUT_OF_RESOURCES),
+    (errors.DecodedSizeTooLargeError, OUT_OF_RESOURCES),
     (errors.StudyMismatchError, STUDY_INSTANCE_UID_MISMATCH),
     (errors.NotDicomError, CANNOT_UNDERSTAND),
     (errors.MissingAttributeError, DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
@@ -58,6 +59,27 @@ def http_status_from_error(error: errors.PedipacsError) -> int:
     return 500
 
 
+# What a client reads for our own failures: their messages may hold database driver text, host
+# names or file paths, which stay in the server log.
+_UNAVAILABLE_DETAIL = "the archive cannot serve this request now; try again later"
+INTERNAL_ERROR_DETAIL = "internal error; the server log has the details"
+
+
+def public_message(error: errors.PedipacsError) -> str:
+    """The reason a client may read: its own mistake in full, our failures as a fixed phrase.
+
+    >>> public_message(errors.InvalidQueryError("limit must be at least 1"))
+    'limit must be at least 1'
+    >>> public_message(errors.StorageUnavailable("cannot read: /var/lib/pedipacs/index.db"))
+    'the archive cannot serve this request now; try again later'
+    """
+    if isinstance(error, errors.StorageUnavailable):
+        return _UNAVAILABLE_DETAIL
+    if http_status_from_error(error) >= 500:
+        return INTERNAL_ERROR_DETAIL
+    return str(error)
+
+
 def failure_reason_from_error(error: errors.PedipacsError) -> int:
     for error_type, reason in _FAILURE_REASON:
         if isinstance(error, error_type):
@@ -66,14 +88,20 @@ def failure_reason_from_error(error: errors.PedipacsError) -> int:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every domain error becomes its HTTP status with the reason in the body."""
+    """Every domain error becomes its HTTP status with the reason in the body; any other
+    exception a 500 whose body says nothing of it (the traceback goes to the log)."""
 
-    async def domain_error(_request: Request, error: Exception) -> JSONResponse:
+    async def domain_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, errors.PedipacsError)
         status = http_status_from_error(error)
         if status >= 500:
-            log.error("request failed: %s", error)
-        return JSONResponse({"detail": str(error)}, status_code=status)
+            log.error("%s %s failed: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": public_message(error)}, status_code=status)
+
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after this answer, so the server logs it as well.
+        log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=error)
+        return JSONResponse({"detail": INTERNAL_ERROR_DETAIL}, status_code=500)
 
     async def invalid_request(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -85,3 +113,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(errors.PedipacsError, domain_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, unexpected_error)

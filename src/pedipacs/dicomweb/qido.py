@@ -21,8 +21,9 @@ from pedipacs.model.records import QueryMatch
 
 router = APIRouter()
 
-# Without a `limit`, an answer holds at most this many matches and says so in a Warning header.
-DEFAULT_PAGE = 1000
+# An answer holds at most the query service's `max_results` matches (the `max_query_results`
+# setting), with or without a `limit`; when that cuts it short, a Warning header says so
+# (PS3.18 query result pagination).
 _TRUNCATED_WARNING = (
     '299 pedipacs: "There are more results than returned; ask for them with offset."'
 )
@@ -37,7 +38,9 @@ def _search(
     request, services, origin = call.request, call.services, call.origin
     choose(parse_accept(request.headers.get("accept")), _JSON_TYPES)
     qido = query_from_qido_params(list(request.query_params.multi_items()), level, path_uids)
-    page = qido.query.limit or DEFAULT_PAGE
+    maximum = services.queries.max_results
+    asked = qido.query.limit
+    page = maximum if asked is None else min(asked, maximum)
     # One more than the page tells whether the answer is truncated.
     query = dataclasses.replace(qido.query, limit=page + 1)
     matches = list(services.queries.find(query, origin))
@@ -49,7 +52,7 @@ def _search(
         separators=(",", ":"),
     ).encode()
     response = json_response(request, body, cache_control=CACHE_REVALIDATE)
-    if is_truncated and qido.query.limit is None:
+    if is_truncated and (asked is None or asked > maximum):
         response.headers["Warning"] = _TRUNCATED_WARNING
     return response
 

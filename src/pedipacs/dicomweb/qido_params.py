@@ -42,7 +42,6 @@ DEFAULT_RETURN_KEYS: dict[QueryLevel, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-LIMIT_MAXIMUM = 10_000
 _CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "_", "charset"}
 _UID_SEPARATORS = ("\\", ",")
 
@@ -165,7 +164,8 @@ def _count(name: str, value: str, *, minimum: int) -> int:
         raise InvalidQueryError(f"{name} must be a whole number, not {value!r}") from None
     if number < minimum:
         raise InvalidQueryError(f"{name} must be at least {minimum}")
-    return min(number, LIMIT_MAXIMUM) if name == "limit" else number
+    # The server's maximum page size is applied by the search (`qido.py`), from the settings.
+    return number
 
 
 def _boolean(name: str, value: str) -> bool:

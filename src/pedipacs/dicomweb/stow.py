@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
@@ -15,7 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pedipacs.dicom.header import read_dataset_header
 from pedipacs.dicomweb.deps import Call, DicomwebCall, Services, base_url
-from pedipacs.dicomweb.errors import CANNOT_UNDERSTAND, failure_reason_from_error
+from pedipacs.dicomweb.errors import (
+    CANNOT_UNDERSTAND,
+    failure_reason_from_error,
+    http_status_from_error,
+    public_message,
+)
 from pedipacs.dicomweb.media import (
     DICOM,
     DICOM_JSON,
@@ -32,6 +38,7 @@ from pedipacs.dicomweb.multipart import (
 from pedipacs.errors import PedipacsError
 from pedipacs.model.origin import Origin
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 _ACCEPTED_PART_TYPES = ("", DICOM)
@@ -62,10 +69,13 @@ def _store_part(
     try:
         stored = services.ingest.ingest(part.body, origin, study_instance_uid=study)
     except PedipacsError as error:
+        if http_status_from_error(error) >= 500:
+            # The client reads a fixed phrase (`public_message`); the reason is kept here.
+            log.error("STOW-RS part not stored: %s", error)
         sop_class, sop_instance = _identity(part.body)
         return _Outcome(
             sop_class, sop_instance, failure_reason=failure_reason_from_error(error),
-            message=str(error),
+            message=public_message(error),
         )  # fmt: skip
     return _Outcome(
         stored.sop_class_uid,

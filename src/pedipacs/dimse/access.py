@@ -11,11 +11,15 @@ from pedipacs.dimse.origin import origin_from_event
 from pedipacs.errors import PedipacsError, UnknownCallingAeError
 from pedipacs.model.origin import Origin
 from pedipacs.model.records import DimseOperation
+from pedipacs.security.permissions import PEER_OPERATION_PERMISSIONS, Principal, PrincipalKind
 
 log = logging.getLogger(__name__)
 
-# Where the operations granted to the calling AE are kept for the association's lifetime.
-GRANTED = "_pedipacs_granted_operations"
+# An association that was never admitted (cannot happen after EVT_REQUESTED) may do nothing.
+NOBODY = Principal(PrincipalKind.PEER, "", frozenset())
+
+# Where the calling AE's Principal (its granted operations) is kept for the association.
+PRINCIPAL = "_pedipacs_principal"
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source (DUL service user) and reason.
 REJECTED_PERMANENT, REJECTED_TRANSIENT = 0x01, 0x02
 SERVICE_USER = 0x01
@@ -34,7 +38,7 @@ def check_calling_ae(event: Any, peers: PeerService) -> None:
         remote_host=str(event.assoc.requestor.address),
     )
     try:
-        granted = peers.admit(origin)
+        principal = peers.admit(origin)
     except UnknownCallingAeError as error:
         log.warning("association refused: %s (from %s)", error, origin.remote_host)
         _reject(event, REJECTED_PERMANENT, CALLING_AE_NOT_RECOGNISED)
@@ -43,7 +47,7 @@ def check_calling_ae(event: Any, peers: PeerService) -> None:
         log.error("association from %s refused for now: %s", origin.remote_ae, error)
         _reject(event, REJECTED_TRANSIENT, NO_REASON)
         return
-    setattr(event.assoc, GRANTED, granted)
+    setattr(event.assoc, PRINCIPAL, principal)
 
 
 def _reject(event: Any, result: int, reason: int) -> None:
@@ -61,6 +65,8 @@ def _text(value: object) -> str:
 
 def require(event: Any, operation: DimseOperation, peers: PeerService) -> None:
     """Raise OperationNotPermittedError (audited) unless the association was granted it."""
-    granted: frozenset[DimseOperation] = getattr(event.assoc, GRANTED, frozenset())
-    if operation not in granted:  # the common case costs no Origin and no call
-        peers.require(granted, operation, origin_from_event(event))
+    principal: Principal = getattr(event.assoc, PRINCIPAL, NOBODY)
+    permission = PEER_OPERATION_PERMISSIONS.get(operation)
+    if permission is None or principal.may(permission):  # the common case: no Origin, no call
+        return
+    peers.require(principal, operation, origin_from_event(event))

@@ -14,7 +14,7 @@ from pedipacs.archive.query import QueryService
 from pedipacs.dimse.access import require
 from pedipacs.dimse.identifier import dataset_from_match, query_from_identifier
 from pedipacs.dimse.origin import origin_from_event
-from pedipacs.dimse.status import Status, query_status_from_error, status_dataset
+from pedipacs.dimse.status import Status, error_comment, query_status_from_error, status_dataset
 from pedipacs.errors import PedipacsError
 from pedipacs.model.levels import InformationModel
 from pedipacs.model.records import DimseOperation
@@ -47,6 +47,6 @@ def handle_c_find(
         status = query_status_from_error(error)
         log.warning("C-FIND from %s refused with 0x%04X: %s", origin.remote_ae, status, error)
         metrics.DIMSE_REQUESTS.labels("C-FIND", "failure").inc()
-        yield status_dataset(status, str(error)), None
+        yield status_dataset(status, error_comment(error)), None
         return
     metrics.DIMSE_REQUESTS.labels("C-FIND", "success").inc()

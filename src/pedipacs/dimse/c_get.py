@@ -20,7 +20,7 @@ from pedipacs.dimse.sending import (
     send_stored_files_unchanged,
     unsendable_dataset,
 )
-from pedipacs.dimse.status import Status, query_status_from_error, status_dataset
+from pedipacs.dimse.status import Status, error_comment, query_status_from_error, status_dataset
 from pedipacs.errors import PedipacsError
 from pedipacs.model.levels import InformationModel
 from pedipacs.model.records import DimseOperation
@@ -45,7 +45,7 @@ def handle_c_get(event: Any, retrieve: RetrieveService, peers: PeerService) -> I
         log.warning("C-GET from %s refused with 0x%04X: %s", origin.remote_ae, status, error)
         metrics.DIMSE_REQUESTS.labels("C-GET", "failure").inc()
         yield 0
-        yield status_dataset(status, str(error)), None
+        yield status_dataset(status, error_comment(error)), None
         return
     yield len(locations)
     send_stored_files_unchanged(event.assoc)

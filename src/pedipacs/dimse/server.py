@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, cast
@@ -54,7 +55,8 @@ class DimseServices:
 
 class PedipacsAssociationServer(ThreadedAssociationServer):
     """Several worker processes may listen on one port (SO_REUSEPORT): the kernel spreads
-    associations over them, so ingest is not bound to one interpreter."""
+    associations over them, so ingest is not bound to one interpreter. The plain and the TLS
+    listener are both of this class."""
 
     max_object_size = 0  # bytes; set by start_server, enforced by BoundedRequestHandler
 
@@ -62,6 +64,17 @@ class PedipacsAssociationServer(ThreadedAssociationServer):
         if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; with TLS, wrap it without shaking hands here: the handshake
+        runs in the association's thread (BoundedRequestHandler)."""
+        assert self.socket is not None
+        connection, address = self.socket.accept()
+        if self.ssl_context is not None:
+            connection = self.ssl_context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
 
 
 def build_ae(
@@ -129,19 +142,30 @@ def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
     ]
 
 
-def start_server(ae: AE, host: str, port: int, handlers: list[Any], *, max_object_size: int) -> Any:
-    """Start listening in a background thread; returns the server (call .shutdown())."""
+def start_server(
+    ae: AE,
+    host: str,
+    port: int,
+    handlers: list[Any],
+    *,
+    max_object_size: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Any:
+    """Start listening in a background thread; returns the server (call .shutdown()).
+    With `ssl_context` every connection is DICOM over TLS (PS3.15 Annex B)."""
     server = cast(
         PedipacsAssociationServer,
         ae.make_server(
             (host, port),
+            ssl_context=ssl_context,
             evt_handlers=handlers,
             server_class=PedipacsAssociationServer,
             request_handler=BoundedRequestHandler,
         ),
     )
     server.max_object_size = max_object_size
-    thread = threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True)
+    name = "dimse-acceptor" if ssl_context is None else "dimse-tls-acceptor"
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it too
     return server

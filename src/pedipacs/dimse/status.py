@@ -7,13 +7,17 @@ from enum import IntEnum
 from pydicom.dataset import Dataset
 
 from pedipacs.errors import (
+    Conflict,
+    DecodedSizeTooLargeError,
     DuplicateInstanceRejected,
     InconsistentIdentityError,
     InvalidInput,
     InvalidQueryError,
     NotDicomError,
+    NotFound,
     PedipacsError,
     PermissionDenied,
+    QueryTooBroadError,
     StorageUnavailable,
     TranscodingError,
     UnknownMoveDestinationError,
@@ -26,7 +30,9 @@ class Status(IntEnum):
     PENDING_WARNING = 0xFF01  # C-FIND: optional keys not supported
     CANCEL = 0xFE00
     WARNING_SUBOPERATIONS_FAILED = 0xB000
-    OUT_OF_RESOURCES = 0xA700  # C-STORE: refused, out of resources
+    # Refused: Out of Resources. C-STORE: storage or database cannot be written. C-FIND: more
+    # matches than `max_query_results` (the request is refused before any match is sent).
+    OUT_OF_RESOURCES = 0xA700
     MOVE_OUT_OF_RESOURCES_SUBOPERATIONS = 0xA702
     MOVE_DESTINATION_UNKNOWN = 0xA801
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -43,6 +49,7 @@ class Status(IntEnum):
 _STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
     (PermissionDenied, Status.NOT_AUTHORIZED),
     (StorageUnavailable, Status.OUT_OF_RESOURCES),
+    (DecodedSizeTooLargeError, Status.OUT_OF_RESOURCES),  # a deflate bomb
     (DuplicateInstanceRejected, Status.DUPLICATE_REJECTED),
     (InconsistentIdentityError, Status.IDENTITY_CONFLICT),
     (NotDicomError, Status.CANNOT_UNDERSTAND),
@@ -52,6 +59,7 @@ _STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
 _QUERY_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
     (PermissionDenied, Status.NOT_AUTHORIZED),
     (UnknownMoveDestinationError, Status.MOVE_DESTINATION_UNKNOWN),
+    (QueryTooBroadError, Status.OUT_OF_RESOURCES),
     (InvalidQueryError, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
     (InvalidInput, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
     (StorageUnavailable, Status.OUT_OF_RESOURCES),
@@ -84,6 +92,38 @@ def status_class(status: int) -> str:
     if status in (Status.WARNING_SUBOPERATIONS_FAILED, 0x0001, 0xB007, 0xB006):
         return "warning"
     return "failure"
+
+
+# Errors whose message is about the peer's own request, and so is fit to send back to it.
+_PEER_READABLE: tuple[type[PedipacsError], ...] = (
+    InvalidInput,
+    PermissionDenied,
+    NotFound,
+    Conflict,
+)
+# Our own failures: the message may hold driver text, host names or paths, so the peer reads a
+# fixed phrase and the log keeps the message.
+_INTERNAL_COMMENT: tuple[tuple[type[PedipacsError], str], ...] = (
+    (StorageUnavailable, "archive storage or database unavailable; try later"),
+    (TranscodingError, "cannot convert to a transfer syntax the peer accepts"),
+)
+INTERNAL_FAILURE_COMMENT = "unable to process; see the archive log"
+
+
+def error_comment(error: PedipacsError) -> str:
+    """The Error Comment a peer may read for `error`.
+
+    >>> error_comment(InvalidQueryError("QueryRetrieveLevel 'X' is not valid"))
+    "QueryRetrieveLevel 'X' is not valid"
+    >>> error_comment(StorageUnavailable("cannot connect: /run/postgresql/.s.PGSQL.5432"))
+    'archive storage or database unavailable; try later'
+    """
+    if isinstance(error, _PEER_READABLE):
+        return str(error)
+    for error_type, comment in _INTERNAL_COMMENT:
+        if isinstance(error, error_type):
+            return comment
+    return INTERNAL_FAILURE_COMMENT
 
 
 def status_dataset(status: int, comment: str) -> Dataset:

@@ -2,12 +2,15 @@
 
 pynetdicom reads whatever PDU length a peer declares into memory, 4 KiB per system call. Here a
 PDU longer than we negotiated drops the connection before anything is buffered, and PDUs are
-read straight into one buffer.
+read straight into one buffer. On the TLS listener the handshake runs in the association's own
+thread, within the network timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
 import threading
 import time
 from typing import Any
@@ -82,7 +85,35 @@ class BoundedAssociationSocket(AssociationSocket):
 
 
 class BoundedRequestHandler(RequestHandler):
-    """Creates each association with a BoundedAssociationSocket."""
+    """Creates each association with a BoundedAssociationSocket, after the TLS handshake when
+    the connection came in on the TLS listener."""
+
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._complete_handshake(self.request):
+            return
+        super().handle()
+
+    def _complete_handshake(self, sock: ssl.SSLSocket) -> bool:
+        """The listener only accepted the connection (pynetdicom would shake hands in its one
+        accepting thread, where a peer that sends nothing would stall every other peer). A
+        failed handshake (no client certificate, an untrusted one, an old protocol version)
+        closes the connection before any DICOM is exchanged."""
+        sock.settimeout(self.ae.network_timeout)
+        try:
+            sock.do_handshake()
+        except (OSError, ValueError) as error:  # ssl.SSLError, timeout, reset by the peer
+            log.warning("TLS handshake with %s failed: %s", self.client_address[0], error)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return False
+        sock.settimeout(None)  # pynetdicom polls its sockets with select()
+        log.debug(
+            "TLS %s with %s, client certificate %s",
+            sock.version(),
+            self.client_address[0],
+            (sock.getpeercert() or {}).get("subject", "none"),
+        )
+        return True
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()

@@ -25,6 +25,9 @@ class Origin:
     remote_host: str | None = None
     remote_ae: str | None = None
     called_ae: str | None = None
+    # The patients the asker may see (a referring clinician's care, plus break-the-glass
+    # accesses); None: every patient. Services filter queries and refuse retrieves by it.
+    patient_scope: frozenset[str] | None = None
 
     @classmethod
     def dimse(cls, remote_ae: str, called_ae: str, remote_host: str) -> Origin:
@@ -33,6 +36,9 @@ class Origin:
     @classmethod
     def http(cls, user: str | None, remote_host: str | None) -> Origin:
         return cls(Door.HTTP, user=user, remote_host=remote_host)
+
+    def sees(self, patient_id: str) -> bool:
+        return self.patient_scope is None or patient_id in self.patient_scope
 
     @classmethod
     def cli(cls, user: str) -> Origin:

@@ -16,6 +16,7 @@ class DimseOperation(StrEnum):
     FIND = "find"
     MOVE = "move"
     GET = "get"
+    WORKLIST = "worklist"  # Modality Worklist C-FIND and MPPS
 
     @classmethod
     def parse_list(cls, text: str) -> frozenset[DimseOperation]:

@@ -129,6 +129,10 @@ def chain_hash(previous_hash: str, sequence: int, values: Mapping[str, Any]) -> 
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
         # SQLite gives back naive UTC, PostgreSQL aware: one text for both.
@@ -186,11 +190,106 @@ def _link_problem(values: Mapping[str, Any], sequence: int, previous: str) -> st
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditSearch:
+    """What an auditor looks for; every field narrows the search."""
+
+    user: str | None = None
+    patient_id: str | None = None
+    study_instance_uid: str | None = None
+    event_id: str | None = None
+    failures_only: bool = False
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 200
+    before_sequence: int | None = None  # paging: records older than this one
+
+    def described(self) -> str:
+        given = {k: v for k, v in (
+            ("user", self.user), ("patient", self.patient_id), ("study", self.study_instance_uid),
+            ("event", self.event_id), ("since", self.since), ("until", self.until),
+        ) if v}  # fmt: skip
+        parts = [f"{k}={v}" for k, v in given.items()] + (
+            ["failures"] if self.failures_only else []
+        )
+        return "audit search: " + (", ".join(parts) or "everything")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    sequence: int
+    at: datetime
+    event_id: str
+    event_name: str
+    action: str
+    outcome: int
+    door: str
+    user: str | None
+    remote_host: str | None
+    remote_ae: str | None
+    patient_id: str | None
+    study_instance_uid: str | None
+    detail: str | None
+
+
+MAX_SEARCH_RESULTS = 1000
+
+
 class AuditTrail:
-    """Reading the audit trail back: verification of its chain (more to come: search, export)."""
+    """Reading the audit trail back: an auditor's search, and verification of the chain."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
+
+    def search(self, criteria: AuditSearch, origin: Origin) -> list[AuditEntry]:
+        """The newest records matching `criteria`; the search itself is audited (110101)."""
+        columns = AUDIT_EVENT.c
+        statement = select(AUDIT_EVENT).order_by(columns.sequence.desc())
+        for column, value in (
+            (columns.user, criteria.user),
+            (columns.patient_id, criteria.patient_id),
+            (columns.study_instance_uid, criteria.study_instance_uid),
+            (columns.event_id, criteria.event_id),
+        ):
+            if value:
+                statement = statement.where(column == value)
+        if criteria.failures_only:
+            statement = statement.where(columns.outcome != int(AuditOutcome.SUCCESS))
+        if criteria.since is not None:
+            statement = statement.where(columns.at >= criteria.since)
+        if criteria.until is not None:
+            statement = statement.where(columns.at < criteria.until)
+        if criteria.before_sequence is not None:
+            statement = statement.where(columns.sequence < criteria.before_sequence)
+        statement = statement.limit(max(1, min(criteria.limit, MAX_SEARCH_RESULTS)))
+        with self._database.unit_of_work() as session:
+            # Recorded in the same transaction as the read: no unrecorded look at the trail.
+            record(
+                session,
+                AuditRecord(
+                    AuditEventId.AUDIT_LOG_USED, "R", origin,
+                    patient_id=criteria.patient_id, detail=criteria.described(),
+                ),
+            )  # fmt: skip
+            rows = session.execute(statement).all()
+        return [
+            AuditEntry(
+                sequence=row.sequence,
+                at=_utc(row.at),
+                event_id=row.event_id,
+                event_name=row.event_name,
+                action=row.event_action,
+                outcome=row.outcome,
+                door=row.door,
+                user=row.user,
+                remote_host=row.remote_host,
+                remote_ae=row.remote_ae,
+                patient_id=row.patient_id,
+                study_instance_uid=row.study_instance_uid,
+                detail=row.detail,
+            )
+            for row in rows
+        ]
 
     def verify(self, origin: Origin) -> ChainReport:
         """Check every record's link and hash; the check itself is audited (Audit Log Used)."""
@@ -215,16 +314,7 @@ class AuditTrail:
             record(
                 session,
                 AuditRecord(
-                    event=AuditEventId.AUDIT_LOG_USED,
-                    action="E",
-                    origin=origin,
-                    outcome=outcome,
-                    detail=f"chain verified: {report.records_checked} records"
-                    + (
-                        ""
-                        if report.is_intact
-                        else f"; broken at {report.broken_at}: {report.reason}"
-                    ),
+                    AuditEventId.AUDIT_LOG_USED, "E", origin, outcome=outcome, detail=detail
                 ),
             )
         return report

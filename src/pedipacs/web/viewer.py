@@ -26,6 +26,7 @@ import logging
 import mimetypes
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -385,6 +386,7 @@ def viewer_router(
     dicomweb_root: str = "/dicomweb",
     wado_uri_root: str = "/wado",
     base_path: str = VIEWER_PATH,
+    issue_token: Callable[[Request], str | None] | None = None,
 ) -> APIRouter:
     """Routes serving the OHIF build in `viewer_dir`; include them with `prefix=base_path`.
 
@@ -416,9 +418,20 @@ def viewer_router(
         build = viewer.current()
         if build is None:
             return not_installed()
+        if issue_token is not None and _is_page(relative) and "token" not in request.query_params:
+            token = issue_token(request)
+            if token is not None:
+                query = urlencode([*request.query_params.multi_items(), ("token", token)])
+                return RedirectResponse(f"{base_path}/{relative}?{query}", status_code=303)
         return _serve(build, relative, request)
 
     return router
+
+
+def _is_page(relative: str) -> bool:
+    """A client-side route of the viewer (`viewer`, `viewer/dicomweb`, ...), not a file."""
+    relative = relative.strip("/")
+    return relative != "" and not PurePosixPath(relative).suffix and not _is_refused(relative)
 
 
 def _serve(build: _Build, relative: str, request: Request) -> Response:

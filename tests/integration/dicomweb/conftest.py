@@ -26,7 +26,7 @@ def web_server(
 
 @pytest.fixture
 def client(web_server: RunningServer) -> Iterator[DICOMwebClient]:
-    dicomweb = DICOMwebClient(f"{web_server.http_url}/dicomweb")
+    dicomweb = DICOMwebClient(f"{web_server.http_url}/dicomweb", headers=web_server.auth_headers)
     # dicomweb-client sends `Host: 127.0.0.1` without the port, so the absolute URLs a server
     # builds from it (RetrieveURL, BulkDataURI) would point at port 80: say it properly.
     dicomweb.host = f"127.0.0.1:{web_server.http_port}"

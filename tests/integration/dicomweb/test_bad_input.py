@@ -20,7 +20,7 @@ CT_SMALL_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 def stow(
     server: RunningServer, body: bytes, content_type: str = DICOM_PARTS, path: str = ""
 ) -> httpx.Response:
-    return httpx.post(
+    return server.post(
         f"{server.http_url}/dicomweb/studies{path}",
         content=body,
         headers={"Content-Type": content_type},
@@ -36,7 +36,7 @@ CLOSE = b"--b0undary--\r\n"
 
 
 def study_count(server: RunningServer) -> int:
-    response = httpx.get(f"{server.http_url}/dicomweb/studies", params={"limit": "1000"})
+    response = server.get(f"{server.http_url}/dicomweb/studies", params={"limit": "1000"})
     return len(response.json())
 
 
@@ -120,7 +120,7 @@ def test_an_instance_of_another_study_than_the_url_names_is_refused(
     assert response.status_code == 409, response.text
     failed = response.json()["00081198"]["Value"]
     assert failed[0]["00081197"]["Value"] == [0xC409]
-    search = httpx.get(
+    search = web_server.get(
         f"{web_server.http_url}/dicomweb/studies", params={"StudyInstanceUID": other_study}
     )
     assert search.json() == []
@@ -139,7 +139,7 @@ def test_truncated_dicom_part_is_refused_and_leaves_no_half_stored_instance(
 
     assert response.status_code == 409, response.text
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
-    search = httpx.get(
+    search = web_server.get(
         f"{web_server.http_url}/dicomweb/studies",
         params={"StudyInstanceUID": dataset.StudyInstanceUID},
     )
@@ -165,7 +165,7 @@ def test_truncated_dicom_part_is_refused_and_leaves_no_half_stored_instance(
 def test_invalid_qido_parameters_get_400_with_a_reason(
     web_server: RunningServer, query: str
 ) -> None:
-    response = httpx.get(f"{web_server.http_url}/dicomweb/studies?{query}")
+    response = web_server.get(f"{web_server.http_url}/dicomweb/studies?{query}")
 
     if query.startswith("PatientName"):
         assert response.status_code == 200 and response.json() == []
@@ -188,13 +188,13 @@ def test_invalid_qido_parameters_get_400_with_a_reason(
 def test_an_accept_the_server_cannot_satisfy_gets_406(
     web_server: RunningServer, path: str, accept: str
 ) -> None:
-    httpx.post(
+    web_server.post(
         f"{web_server.http_url}/dicomweb/studies",
         content=part(CT_SMALL.read_bytes()) + CLOSE,
         headers={"Content-Type": DICOM_PARTS},
     )
 
-    response = httpx.get(f"{web_server.http_url}/dicomweb{path}", headers={"Accept": accept})
+    response = web_server.get(f"{web_server.http_url}/dicomweb{path}", headers={"Accept": accept})
 
     assert_refused(response, 406)
 
@@ -209,7 +209,7 @@ def test_an_accept_the_server_cannot_satisfy_gets_406(
     ],
 )
 def test_unknown_uids_get_404_with_a_reason(web_server: RunningServer, path: str) -> None:
-    response = httpx.get(f"{web_server.http_url}/dicomweb{path}")
+    response = web_server.get(f"{web_server.http_url}/dicomweb{path}")
 
     assert_refused(response, 404)
 
@@ -218,12 +218,12 @@ def test_frame_numbers_outside_the_object_get_404_and_malformed_lists_400(
     web_server: RunningServer,
 ) -> None:
     stow(web_server, part(CT_SMALL.read_bytes()) + CLOSE)
-    listing = httpx.get(f"{web_server.http_url}/dicomweb/studies/{CT_SMALL_STUDY}/instances")
+    listing = web_server.get(f"{web_server.http_url}/dicomweb/studies/{CT_SMALL_STUDY}/instances")
     instance_url = listing.json()[0]["00081190"]["Value"][0]
 
-    beyond = httpx.get(f"{instance_url}/frames/2")
-    malformed = httpx.get(f"{instance_url}/frames/1,x")
-    zero = httpx.get(f"{instance_url}/frames/0")
+    beyond = web_server.get(f"{instance_url}/frames/2")
+    malformed = web_server.get(f"{instance_url}/frames/1,x")
+    zero = web_server.get(f"{instance_url}/frames/0")
 
     assert_refused(beyond, 404)
     assert_refused(malformed, 400)

@@ -83,7 +83,7 @@ def test_stow_of_every_pydicom_file_then_wado_returns_the_bytes_sent(
     files = unique_files()
     body, content_type = multipart_body([f.path.read_bytes() for f in files])
 
-    stored = httpx.post(
+    stored = web_server.post(
         f"{web_server.http_url}/dicomweb/studies",
         content=body,
         headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
@@ -105,7 +105,7 @@ def test_stow_of_every_pydicom_file_then_wado_returns_the_bytes_sent(
             f"{file.series_instance_uid}/instances/{file.sop_instance_uid}"
         )
         accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-        retrieved = httpx.get(url, headers={"Accept": accept}, timeout=60)
+        retrieved = web_server.get(url, headers={"Accept": accept}, timeout=60)
         assert retrieved.status_code == 200, retrieved.text
         [(media_type, data)] = multipart_parts(retrieved)
         assert media_type == "application/dicom"
@@ -186,7 +186,7 @@ def test_compressed_frames_as_stored_decode_to_the_same_pixels(
 
     # What OHIF sends, byte for byte.
     accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
-    response = httpx.get(url, headers={"Accept": accept}, timeout=30)
+    response = web_server.get(url, headers={"Accept": accept}, timeout=30)
 
     assert response.status_code == 200, response.text
     [(media_type, frame)] = multipart_parts(response)
@@ -240,10 +240,10 @@ def test_wado_uri_returns_the_stored_object_and_a_jpeg(
         "objectUID": dataset.SOPInstanceUID,
     }
 
-    as_dicom = httpx.get(
+    as_dicom = web_server.get(
         f"{web_server.http_url}/wado", params={**params, "contentType": "application/dicom"}
     )
-    as_jpeg = httpx.get(f"{web_server.http_url}/wado", params={**params, "rows": "64"})
+    as_jpeg = web_server.get(f"{web_server.http_url}/wado", params={**params, "rows": "64"})
 
     assert as_dicom.status_code == 200
     assert dcmread(BytesIO(as_dicom.content)).SOPInstanceUID == dataset.SOPInstanceUID
@@ -258,9 +258,9 @@ def test_metadata_is_gzipped_and_revalidated_with_its_etag(
     client.store_instances([dataset])
     url = f"{web_server.http_url}/dicomweb/studies/{dataset.StudyInstanceUID}/metadata"
 
-    first = httpx.get(url, headers={"Accept-Encoding": "gzip"})
-    raw = httpx.get(url, headers={"Accept-Encoding": "identity"})
-    again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+    first = web_server.get(url, headers={"Accept-Encoding": "gzip"})
+    raw = web_server.get(url, headers={"Accept-Encoding": "identity"})
+    again = web_server.get(url, headers={"If-None-Match": first.headers["etag"]})
 
     assert first.headers["content-encoding"] == "gzip"
     assert first.json() == raw.json()

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from pydicom import dcmread
@@ -54,7 +53,7 @@ def test_a_large_study_is_stored_and_retrieved_without_being_held_in_memory(
     study = generate_uid()
     before = peak_rss(web_server.process.pid)
 
-    stored = httpx.post(
+    stored = web_server.post(
         f"{web_server.http_url}/dicomweb/studies",
         content=large_study(study),
         headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=big'},
@@ -63,7 +62,7 @@ def test_a_large_study_is_stored_and_retrieved_without_being_held_in_memory(
     after_store = peak_rss(web_server.process.pid)
     received = 0
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    with httpx.stream(
+    with web_server.stream(
         "GET",
         f"{web_server.http_url}/dicomweb/studies/{study}",
         headers={"Accept": accept},

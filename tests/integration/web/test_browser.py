@@ -33,7 +33,7 @@ from pydicom import dcmread
 from pedipacs.demo.generator import generate_demo_data
 from pedipacs.web.pages.landing import STATIC_DIR
 from support.dcmtk import storescu
-from support.server import RunningServer, start_server
+from support.server import TESTER, TESTER_PASSWORD, RunningServer, start_server
 
 REPO = Path(__file__).resolve().parents[3]
 VIEWER_DIR = Path(os.environ.get("PEDIPACS_TEST_VIEWER_DIR", REPO / "var" / "viewer"))
@@ -225,6 +225,16 @@ def test_person_names_dates_and_name_queries_are_formatted_for_people(static_pag
 # --- The landing page against the real server --------------------------------------------
 
 
+def _open(page: Page, server: RunningServer, path: str = "/") -> None:
+    """Open a page, signing in as `tester` on the sign-in form the server sends first."""
+    page.goto(f"{server.http_url}{path}")
+    if "/signin" in page.url:
+        page.get_by_label("Username").fill(TESTER)
+        page.get_by_label("Password").fill(TESTER_PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url(f"{server.http_url}{path}")
+
+
 def _search(page: Page, name: str) -> None:
     page.get_by_label("Patient name").fill(name)
     page.get_by_role("button", name="Search").click()
@@ -237,7 +247,7 @@ def test_landing_page_finds_a_patient_and_shows_the_age_the_paediatric_way(
     neonate = demo_archive.study("US", "US Head Neonatal")
     qido_urls: list[str] = []
     page.on("request", lambda request: _keep_qido(request, qido_urls))
-    page.goto(f"{demo_archive.server.http_url}/")
+    _open(page, demo_archive.server)
     expect(page.locator("#study-table tbody tr").first).to_be_visible()
 
     family = neonate.patient_name.split("^")[0]
@@ -275,6 +285,7 @@ def test_landing_page_pages_through_every_study_with_more(
         assert 'data-page-size="5"' in html
         route.fulfill(response=served, body=html)
 
+    _open(page, demo_archive.server)
     page.route(f"{demo_archive.server.http_url}/", small_pages)
     page.goto(f"{demo_archive.server.http_url}/")
     rows = page.locator("#study-table tbody tr")
@@ -299,7 +310,7 @@ def test_landing_page_shows_the_archive_error_message(
         url = urlparse(route.request.url)
         route.continue_(url=url._replace(query=f"{url.query}&StudyDate=2024").geturl())
 
-    page.goto(f"{demo_archive.server.http_url}/")
+    _open(page, demo_archive.server)
     expect(page.locator("#study-table tbody tr").first).to_be_visible()
     page.route("**/dicomweb/studies?*", malformed_date)
     page.get_by_role("button", name="Search").click()
@@ -316,7 +327,7 @@ def test_landing_page_is_readable_on_a_tablet_without_sideways_scrolling(
     context = browser.new_context(viewport=TABLET, has_touch=True, is_mobile=True)
     try:
         page = context.new_page()
-        page.goto(f"{demo_archive.server.http_url}/")
+        _open(page, demo_archive.server)
         rows = page.locator("#study-table tbody tr")
         expect(rows.first).to_be_visible()
         width = page.evaluate(
@@ -371,7 +382,7 @@ def test_study_opens_in_the_viewer_and_draws_an_image(
     page.on("console", lambda message: traffic.console(message.type, message.text))
     page.on("pageerror", lambda error: traffic.console("pageerror", str(error)))
 
-    page.goto(f"{demo_archive.server.http_url}/")
+    _open(page, demo_archive.server)
     _search(page, study.patient_name.split("^")[0])
     row = page.locator("#study-table tbody tr").filter(has_text=study.study_description)
     expect(row).to_have_count(1)
@@ -379,8 +390,10 @@ def test_study_opens_in_the_viewer_and_draws_an_image(
     expect(row.locator("td[data-label='Images']")).to_have_text(str(study.instances))
     _screenshot(page, artifacts / f"landing-{modality.lower()}-search.png", record_property)
 
+    landing_requests = len(traffic.requests)
     row.locator("td[data-label='Description']").click()  # the whole row opens the study
-    page.wait_for_url(f"**/viewer/viewer?StudyInstanceUIDs={study.study_instance_uid}")
+    # pedipacs adds a viewer token to the URL, which OHIF takes out again at once.
+    page.wait_for_url(f"**/viewer/viewer?StudyInstanceUIDs={study.study_instance_uid}*")
 
     try:
         page.wait_for_function(DRAWN_CANVAS_JS, timeout=VIEWER_TIMEOUT_MS, polling=500)
@@ -404,6 +417,8 @@ def test_study_opens_in_the_viewer_and_draws_an_image(
     record_property(f"screenshot-{viewport_shot.stem}", str(viewport_shot))
     assert _is_not_blank(viewport_shot), f"the viewport looks blank: {viewport_shot}"
     assert failed == [], f"DICOMweb requests that failed: {failed}"
+    unsigned = traffic.dicomweb_without_bearer(since=landing_requests)
+    assert unsigned == [], f"viewer requests without its bearer token: {unsigned[:5]}"
     _close_first_visit_notices(page)
     if modality == "US":
         _assert_cine_plays(page)
@@ -495,12 +510,14 @@ class _Traffic:
 
     def finished(self, request: Request) -> None:
         response: Response | None = request.response()
+        authorization = request.all_headers().get("authorization", "")
         self.requests.append(
             {
                 "method": request.method,
                 "url": request.url,
                 "status": response.status if response else None,
                 "type": request.resource_type,
+                "bearer": authorization.startswith("Bearer "),
                 "body": _short_body(response) if response and response.status >= 400 else "",
             }
         )
@@ -525,6 +542,17 @@ class _Traffic:
             for each in self.requests
             if "/dicomweb/" in str(each["url"])
             and (each["status"] is None or int(str(each["status"])) >= 400)
+        ]
+
+    def dicomweb_without_bearer(self, since: int) -> list[str]:
+        """DICOMweb requests made from request `since` on (the viewer's) without
+        `Authorization: Bearer`: it should use the token pedipacs gave it, not the cookie."""
+        return [
+            str(each["url"])
+            for each in self.requests[since:]
+            if "/dicomweb/" in str(each["url"])
+            and each.get("type") != "document"
+            and not each.get("bearer")
         ]
 
     def report(self) -> dict[str, object]:
@@ -567,3 +595,27 @@ def _screenshot(
     page.screenshot(path=path, full_page=full_page)
     record_property(f"screenshot-{path.stem}", str(path))
     print(f"screenshot: {path}")
+
+
+def test_sign_in_refuses_a_wrong_password_and_sign_out_ends_the_session(
+    page: Page, demo_archive: DemoArchive
+) -> None:
+    server = demo_archive.server
+    page.goto(f"{server.http_url}/")
+    expect(page).to_have_url(f"{server.http_url}/signin?next=%2F")
+    page.get_by_label("Username").fill(TESTER)
+    page.get_by_label("Password").fill("not the password at all")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("#signin-error")).to_have_text("wrong username or password")
+
+    page.get_by_label("Password").fill(TESTER_PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(f"{server.http_url}/")
+    expect(page.locator(".topbar .who")).to_have_text(TESTER)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "pedipacs_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{server.http_url}/signin")
+    page.goto(f"{server.http_url}/")
+    expect(page).to_have_url(f"{server.http_url}/signin?next=%2F")

@@ -43,26 +43,29 @@ def test_cors_allows_a_configured_origin(settings: Settings) -> None:
     assert response.headers["access-control-allow-origin"] == "https://viewer.hospital.example"
 
 
-def _get(node: Node, path: str) -> httpx.Response:
+def _get(node: Node, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
     async def fetch() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(node))
         async with httpx.AsyncClient(transport=transport, base_url="http://pacs.test") as client:
-            return await client.get(path)
+            return await client.get(path, headers=headers)
 
     return asyncio.run(fetch())
 
 
-def test_every_answer_carries_the_security_headers(node: Node) -> None:
-    for path in ("/healthz", "/dicomweb/studies", "/dicomweb/studies/1.2.3/metadata", "/"):
-        response = _get(node, path)
+def test_every_answer_carries_the_security_headers(
+    node: Node, tester_headers: dict[str, str]
+) -> None:
+    paths = ("/healthz", "/dicomweb/studies", "/dicomweb/studies/1.2.3/metadata", "/")
+    for path, headers in [(p, None) for p in paths] + [(p, tester_headers) for p in paths]:
+        response = _get(node, path, headers)
 
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert response.headers["referrer-policy"] == "same-origin", path
         assert response.headers["x-frame-options"] == "SAMEORIGIN", path
 
 
-def test_a_page_keeps_its_own_stricter_policy(node: Node) -> None:
-    response = _get(node, "/")
+def test_a_page_keeps_its_own_stricter_policy(node: Node, tester_headers: dict[str, str]) -> None:
+    response = _get(node, "/", tester_headers)
 
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert (

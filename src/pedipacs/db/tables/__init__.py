@@ -14,13 +14,11 @@ from pedipacs.db.tables.peer import PeerRow
 from pedipacs.db.tables.study import Instance, InstanceConflict, InstanceMetadata, Series, Study
 
 __all__ = [
+    "AuditChainHead",
+    "AuditEvent",
     "AuditExportCursor",
     "BreakGlassAccess",
     "CareTeamMember",
-    "UserAccount",
-    "UserSession",
-    "AuditChainHead",
-    "AuditEvent",
     "Change",
     "Instance",
     "InstanceConflict",
@@ -29,4 +27,6 @@ __all__ = [
     "PeerRow",
     "Series",
     "Study",
+    "UserAccount",
+    "UserSession",
 ]

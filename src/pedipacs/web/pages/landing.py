@@ -111,6 +111,7 @@ def landing_router(
                 "viewer_url": viewer_path,
                 "page_size": page_size,
                 "modalities": MODALITIES,
+                "principal": getattr(request.state, "principal", None),
             },
             headers=SECURITY_HEADERS,
         )

@@ -79,9 +79,7 @@ def upgrade() -> None:
         sa.Column("patient_id", sa.String(64), nullable=False),
         sa.Column("added_at", MOMENT, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_care_team_member"),
-        sa.UniqueConstraint(
-            "user_id", "patient_id", name="uq_care_team_member_user_id_patient_id"
-        ),
+        sa.UniqueConstraint("user_id", "patient_id", name="uq_care_team_member_user_id_patient_id"),
     )
     op.create_table(
         "break_glass_access",
