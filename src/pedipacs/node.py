@@ -124,6 +124,7 @@ class Node:
                     handlers,
                     max_object_size=settings.max_object_size,
                     ssl_context=ssl_context,
+                    on_handshake_failure=self.peers.record_failed_handshake,
                 )
             )
             log.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -10,16 +12,21 @@ from pedipacs.db.tables import PeerRow
 from pedipacs.errors import (
     InvalidInput,
     OperationNotPermittedError,
+    PedipacsError,
     PeerExistsError,
     StorageUnavailable,
     UnknownCallingAeError,
     UnknownPeerError,
 )
-from pedipacs.model.origin import Origin
+from pedipacs.model.origin import Door, Origin
 from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation, Peer
 from pedipacs.security.access import AccessPolicy, NotPermittedError
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 from pedipacs.security.permissions import PEER_OPERATION_PERMISSIONS, Principal
+
+log = logging.getLogger(__name__)
+# DICOM PS3.16 CID 403 (Security Alert Type).
+NODE_AUTHENTICATION = "(110126, DCM, Node Authentication)"
 
 
 def _peer(row: PeerRow) -> Peer:
@@ -146,6 +153,18 @@ class PeerService:
         except OperationalError as error:
             raise StorageUnavailable(f"the peer registry cannot be read: {error.orig}") from error
         return None if allowed is None else _operations(allowed)
+
+    def record_failed_handshake(self, remote_host: str, reason: str) -> None:
+        """A DICOM TLS connection whose handshake failed (no or untrusted client certificate,
+        an old protocol): a node-authentication security alert. Never raises: the connection
+        is closed already, and a full audit trail must not crash the listener."""
+        origin = Origin(Door.DIMSE, remote_host=remote_host)
+        try:
+            self._record_refusal(origin, f"{NODE_AUTHENTICATION} TLS handshake: {reason}")
+        except PedipacsError as error:
+            log.error("failed TLS handshake from %s not audited: %s", remote_host, error)
+        except OperationalError as error:
+            log.error("failed TLS handshake from %s not audited: %s", remote_host, error.orig)
 
     def _record_refusal(self, origin: Origin, what: str) -> None:
         """Put a refused association or operation on the audit trail (a security alert)."""

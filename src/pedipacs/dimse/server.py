@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -59,6 +60,8 @@ class PedipacsAssociationServer(ThreadedAssociationServer):
     listener are both of this class."""
 
     max_object_size = 0  # bytes; set by start_server, enforced by BoundedRequestHandler
+    # Told about failed TLS handshakes (address, reason), to put them on the audit trail.
+    on_handshake_failure: Callable[[str, str], None] | None = None
 
     def server_bind(self) -> None:
         if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):
@@ -150,9 +153,11 @@ def start_server(
     *,
     max_object_size: int,
     ssl_context: ssl.SSLContext | None = None,
+    on_handshake_failure: Callable[[str, str], None] | None = None,
 ) -> Any:
     """Start listening in a background thread; returns the server (call .shutdown()).
-    With `ssl_context` every connection is DICOM over TLS (PS3.15 Annex B)."""
+    With `ssl_context` every connection is DICOM over TLS (PS3.15 Annex B), and a failed
+    handshake is reported to `on_handshake_failure(address, reason)`."""
     server = cast(
         PedipacsAssociationServer,
         ae.make_server(
@@ -164,6 +169,7 @@ def start_server(
         ),
     )
     server.max_object_size = max_object_size
+    server.on_handshake_failure = on_handshake_failure
     name = "dimse-acceptor" if ssl_context is None else "dimse-tls-acceptor"
     thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()

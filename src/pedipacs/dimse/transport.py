@@ -103,6 +103,10 @@ class BoundedRequestHandler(RequestHandler):
             sock.do_handshake()
         except (OSError, ValueError) as error:  # ssl.SSLError, timeout, reset by the peer
             log.warning("TLS handshake with %s failed: %s", self.client_address[0], error)
+            # On record before the peer sees the connection close.
+            on_failure = getattr(self.server, "on_handshake_failure", None)
+            if on_failure is not None:
+                on_failure(str(self.client_address[0]), str(error))
             with contextlib.suppress(OSError):
                 sock.close()
             return False

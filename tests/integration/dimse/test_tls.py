@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
+from sqlalchemy import create_engine, select
 
+from pedipacs.db.tables import AuditEvent
 from support.certificates import Issued
 from support.certificates import TestAuthority as Authority  # "Test*" would be collected
 from support.dcmtk import run
@@ -118,6 +121,34 @@ def test_a_client_without_a_certificate_is_refused_at_the_handshake(tls_node: Tl
     assert echoed.returncode != 0
     assert "Association Accepted" not in echoed.stdout + echoed.stderr
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in tls_node.server.log()
+    # TLS 1.3 sends the alert inside the failing handshake: the client may be gone before the
+    # record is written, so the record is awaited (bounded), not expected at once.
+    alerts: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alerts = security_alerts(tls_node.server.database_url)
+        if any("(110126, DCM, Node Authentication)" in detail for detail in alerts):
+            break
+        time.sleep(0.2)
+    assert any(
+        "(110126, DCM, Node Authentication)" in detail
+        and "PEER_DID_NOT_RETURN_A_CERTIFICATE" in detail
+        for detail in alerts
+    ), alerts
+
+
+def security_alerts(database_url: str) -> list[str]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [
+                str(detail)
+                for detail in connection.scalars(
+                    select(AuditEvent.detail).where(AuditEvent.event_id == "110113")
+                )
+            ]
+    finally:
+        engine.dispose()
 
 
 def test_a_client_certificate_from_another_authority_is_refused(
