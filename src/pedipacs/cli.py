@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -155,7 +156,8 @@ def import_files(
     table.add_row("refused", str(len(summary.refused)))
     Console().print(table)
     for source, reason in summary.refused:
-        console.print(f"[yellow]refused[/yellow] {source}: {reason}")
+        # Names come from the files (a zip entry may be called "[bold]..."): no markup in them.
+        console.print(f"[yellow]refused[/yellow] {escape(str(source))}: {escape(reason)}")
     if summary.refused:
         raise typer.Exit(1)
 

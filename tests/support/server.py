@@ -55,6 +55,38 @@ class RunningServer:
     def stream(self, method: str, url: str, **kwargs: Any) -> Any:
         return httpx.stream(method, url, **self._signed(kwargs))
 
+    def register_peer(self, ae_title: str, allow: str) -> None:
+        """`pedipacs peer add` on this server's database, as an operator would."""
+        env = {
+            **os.environ,
+            "PEDIPACS_DATA_DIR": str(self.data_dir),
+            "PEDIPACS_DATABASE_URL": self.database_url,
+        }
+        added = subprocess.run(
+            [sys.executable, "-m", "pedipacs", "peer", "add", ae_title.lower(), "--aet",
+             ae_title, "--host", "127.0.0.1", "--port", "104", "--allow", allow],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+
+    def security_alerts(self) -> list[str]:
+        """The details of every security alert (110113) on this server's audit trail."""
+        from sqlalchemy import create_engine, select
+
+        from pedipacs.db.tables import AuditEvent
+
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                return [
+                    str(detail)
+                    for detail in connection.scalars(
+                        select(AuditEvent.detail).where(AuditEvent.event_id == "110113")
+                    )
+                ]
+        finally:
+            engine.dispose()
+
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"

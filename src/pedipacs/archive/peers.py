@@ -21,7 +21,7 @@ from pedipacs.errors import (
 from pedipacs.model.origin import Door, Origin
 from pedipacs.model.records import DEFAULT_PEER_OPERATIONS, DimseOperation, Peer
 from pedipacs.security.access import AccessPolicy, NotPermittedError
-from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
+from pedipacs.security.audit import AuditEventId, AuditRecord, record
 from pedipacs.security.permissions import PEER_OPERATION_PERMISSIONS, Principal
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ class PeerService:
             return Principal.peer(ae_title, granted)
         if self._accept_unknown_calling_aes:
             return Principal.peer(ae_title, DEFAULT_PEER_OPERATIONS)
-        self._record_refusal(origin, f"association from unknown calling AE {origin.remote_ae}")
+        self._access.record_refusal(
+            origin, f"association from unknown calling AE {origin.remote_ae}"
+        )
         raise UnknownCallingAeError(f"calling AE {origin.remote_ae!r} is not a registered peer")
 
     def require(self, principal: Principal, operation: DimseOperation, origin: Origin) -> None:
@@ -160,25 +162,11 @@ class PeerService:
         is closed already, and a full audit trail must not crash the listener."""
         origin = Origin(Door.DIMSE, remote_host=remote_host)
         try:
-            self._record_refusal(origin, f"{NODE_AUTHENTICATION} TLS handshake: {reason}")
+            self._access.record_refusal(origin, f"{NODE_AUTHENTICATION} TLS handshake: {reason}")
         except PedipacsError as error:
             log.error("failed TLS handshake from %s not audited: %s", remote_host, error)
         except OperationalError as error:
             log.error("failed TLS handshake from %s not audited: %s", remote_host, error.orig)
-
-    def _record_refusal(self, origin: Origin, what: str) -> None:
-        """Put a refused association or operation on the audit trail (a security alert)."""
-        with self._database.unit_of_work() as session:
-            record(
-                session,
-                AuditRecord(
-                    AuditEventId.SECURITY_ALERT,
-                    "E",
-                    origin,
-                    outcome=AuditOutcome.MINOR_FAILURE,
-                    detail=f"refused: {what}",
-                ),
-            )
 
     def by_ae_title(self, ae_title: str) -> Peer:
         with self._database.reading() as session:

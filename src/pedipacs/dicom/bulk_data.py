@@ -12,6 +12,7 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.tag import BaseTag
 
 from pedipacs.dicom.frames import pixel_layout, read_frames
+from pedipacs.dicom.limits import check_codestream, check_decoded_size
 from pedipacs.dicom.transfer_syntax import DECODING_PLUGINS
 from pedipacs.errors import BulkDataNotFoundError, FrameNotFoundError, NotRenderableError
 
@@ -21,11 +22,18 @@ PIXEL_DATA = BaseTag(0x7FE00010)
 def decoded_frames(path: Path, frame_numbers: Sequence[int]) -> list[bytes]:
     """Frames (from 1) as uncompressed little endian pixels, decoding only those.
 
-    Every number is checked against the object before anything is decoded.
+    Every number is checked against the object, and the decoded size the header and each
+    frame's codestream state against dicom.limits (DecodedSizeTooLargeError), before anything
+    is decoded.
     """
     layout = pixel_layout(path)
     for number in frame_numbers:
         layout.frame_index(number)  # FrameNotFoundError
+    # All the frames asked for are held at once, so they count together.
+    check_decoded_size(layout.decoded_frame_bytes, len(frame_numbers))
+    if layout.is_encapsulated:
+        for frame in read_frames(path, frame_numbers):
+            check_codestream(frame)
     return [_decoded_frame(path, number) for number in frame_numbers]
 
 

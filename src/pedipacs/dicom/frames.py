@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from pedipacs.dicom.limits import check_inflated_size, decoded_frame_bytes
 from pedipacs.errors import FrameNotFoundError, MissingAttributeError, NotDicomError
 
 # A stored Part 10 object: a path, or a seekable binary file object holding it from offset 0.
@@ -67,6 +68,13 @@ class PixelLayout:
             # Native 4:2:2 stores two chroma samples per two pixels (PS3.3 C.7.6.3.1.2).
             return bits // 3 * 2
         return bits
+
+    @property
+    def decoded_frame_bytes(self) -> int:
+        """The memory one frame takes once decoded (see dicom.limits)."""
+        return decoded_frame_bytes(
+            self.rows, self.columns, self.samples_per_pixel, self.bits_allocated
+        )
 
     def frame_index(self, frame_number: int) -> int:
         """The 0-based index of a 1-based frame number; FrameNotFoundError when out of range."""
@@ -183,6 +191,7 @@ def _value_stream(source: DicomSource, value: _PixelValue) -> Iterator[BinaryIO]
 
 def _locate(stream: BinaryIO) -> tuple[Dataset, tuple[PixelLayout, _PixelValue] | None]:
     stream.seek(0)  # a file object may have been read before, e.g. by another call here
+    check_inflated_size(stream)  # a deflated dataset is inflated whole by the first dcmread
     try:
         header = dcmread(stream, stop_before_pixels=True)
     except Exception as error:  # pydicom raises many types on garbage

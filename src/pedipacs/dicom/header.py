@@ -17,8 +17,15 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from pedipacs.dicom.limits import check_inflated_size
 from pedipacs.dicom.part10 import MAGIC, PREAMBLE, is_part10
-from pedipacs.errors import InvalidInput, MissingAttributeError, NotDicomError, PedipacsError
+from pedipacs.errors import (
+    DecodedSizeTooLargeError,
+    InvalidInput,
+    MissingAttributeError,
+    NotDicomError,
+    PedipacsError,
+)
 from pedipacs.model.identifiers import validated_uid
 from pedipacs.model.values import date_from_da, time_from_tm
 
@@ -132,11 +139,12 @@ def read_dataset_header(data: bytes) -> Dataset:
 
     Every top-level element is walked (values not needed are skipped, not read), so an
     element claiming more bytes than the object holds is caught here. Raises NotDicomError for
-    anything that is not a readable Part 10 object.
+    anything that is not a readable Part 10 object, DecodedSizeTooLargeError for a deflated
+    dataset that would inflate past the limits of dicom.limits.
     """
     try:
         return _read_header(data)
-    except NotDicomError:
+    except (NotDicomError, DecodedSizeTooLargeError):
         raise
     except Exception as error:  # pydicom raises many types on garbage; none may pass as success
         raise NotDicomError(f"not a readable DICOM Part 10 object: {error}") from error
@@ -157,7 +165,9 @@ def _read_header(data: bytes) -> Dataset:
     if not syntax:
         raise NotDicomError("the File Meta Information has no Transfer Syntax UID")
     if syntax == DeflatedExplicitVRLittleEndian:
-        # The dataset is a deflate stream: let pydicom inflate and parse it whole.
+        # The dataset is a deflate stream: let pydicom inflate and parse it whole, once it is
+        # known not to inflate past the limit (a deflate bomb).
+        check_inflated_size(BytesIO(data))
         return dcmread(BytesIO(data), stop_before_pixels=True, defer_size=MAX_VALUE_READ)
     size = len(data)
     kept: dict[BaseTag, DataElement | RawDataElement] = {}

@@ -3,6 +3,10 @@
 Only the frames asked for are read and decoded. Grey-scale images go through the Modality LUT
 and a VOI window (PS3.3 C.11.2.1.2), MONOCHROME1 is inverted; colour images are shown as RGB
 (YBR converted by the decoder, PALETTE COLOR through its lookup table). Output is 8-bit.
+
+Sizes are checked before anything is decoded (dicom.limits): the frame the header states, the
+frame each codestream states, and the image the viewport asks for; DecodedSizeTooLargeError
+when one is too large.
 """
 
 from __future__ import annotations
@@ -29,8 +33,15 @@ from pedipacs.dicom.frames import (
     read_frames,
     read_pixel_header,
 )
+from pedipacs.dicom.limits import (
+    MAX_ANIMATED_PIXELS,
+    MAX_RENDERED_FRAME_SAMPLES,
+    MAX_RENDERED_PIXELS,
+    check_codestream,
+    check_decoded_size,
+)
 from pedipacs.dicom.transfer_syntax import DECODING_PLUGINS
-from pedipacs.errors import InvalidInput, NotRenderableError
+from pedipacs.errors import DecodedSizeTooLargeError, InvalidInput, NotRenderableError
 
 FloatArray = NDArray[np.float64]
 
@@ -102,7 +113,9 @@ def render_frame(source: DicomSource, frame_number: int, options: RenderOptions)
     FrameNotFoundError for a frame number outside 1..NumberOfFrames.
     """
     header, layout = _image_header(source)
-    return _render_still(source, header, layout, layout.frame_index(frame_number), options)
+    index = layout.frame_index(frame_number)
+    _check_render_size(layout, options.viewport)
+    return _render_still(source, header, layout, index, options)
 
 
 def render_instance(source: DicomSource, options: RenderOptions) -> bytes:
@@ -113,8 +126,10 @@ def render_instance(source: DicomSource, options: RenderOptions) -> bytes:
     """
     header, layout = _image_header(source)
     if layout.number_of_frames == 1 or options.media_type != RenderedMediaType.GIF:
+        _check_render_size(layout, options.viewport)
         return _render_still(source, header, layout, 0, options)
     indices = list(range(layout.number_of_frames))
+    _check_render_size(layout, options.viewport, frames=len(indices))
     images = [
         _fit(_display_image(pixels, header, layout, index, options), options.viewport)
         for index, pixels in zip(
@@ -131,6 +146,7 @@ def render_thumbnail(source: DicomSource, options: RenderOptions) -> bytes:
     """
     header, layout = _image_header(source)
     index = layout.number_of_frames // 2
+    _check_render_size(layout, None)  # a thumbnail is never larger than the frame
     pixels = next(_decoded_frames(source, header, layout, [index]))
     image = _display_image(pixels, header, layout, index, options)
     image.thumbnail(options.viewport or THUMBNAIL_VIEWPORT, Image.Resampling.LANCZOS)
@@ -154,6 +170,36 @@ def _image_header(source: DicomSource) -> tuple[Dataset, PixelLayout]:
     return header, layout
 
 
+def _check_render_size(
+    layout: PixelLayout, viewport: tuple[int, int] | None, frames: int = 1
+) -> None:
+    """Refuse, before decoding, a frame too large to decode or render, or an output image (or
+    animation of `frames` images) too large to draw."""
+    check_decoded_size(layout.decoded_frame_bytes)
+    rows, columns = abs(layout.rows), abs(layout.columns)
+    samples = rows * columns * layout.samples_per_pixel
+    if samples > MAX_RENDERED_FRAME_SAMPLES:
+        raise DecodedSizeTooLargeError(
+            f"a frame of {columns} x {rows} x {layout.samples_per_pixel} samples is more than "
+            f"the {MAX_RENDERED_FRAME_SAMPLES} that can be rendered; retrieve it instead"
+        )
+    width, height = _fitted_size((columns, rows), viewport)
+    _check_output_size(width, height)
+    if width * height * frames > MAX_ANIMATED_PIXELS:
+        raise DecodedSizeTooLargeError(
+            f"an animation of {frames} images of {width} x {height} pixels is more than the "
+            f"{MAX_ANIMATED_PIXELS} pixels that can be rendered; ask for a smaller viewport"
+        )
+
+
+def _check_output_size(width: int, height: int) -> None:
+    if width * height > MAX_RENDERED_PIXELS:
+        raise DecodedSizeTooLargeError(
+            f"a rendered image of {width} x {height} pixels is more than the "
+            f"{MAX_RENDERED_PIXELS} pixels that can be rendered; ask for a smaller viewport"
+        )
+
+
 # --- Decoding -------------------------------------------------------------------------
 
 
@@ -170,6 +216,8 @@ def _decoded_frames(
         return
     plugins = list(DECODING_PLUGINS) if layout.is_encapsulated else [""]
     for frame in read_frames(source, [index + 1 for index in indices]):
+        if layout.is_encapsulated:
+            check_codestream(frame)  # the codec trusts the codestream, not the header
         pixels, plugin = _decode(_single_frame_dataset(header, layout, frame), plugins)
         plugins = [plugin, *(other for other in plugins if other != plugin)]
         yield pixels
@@ -305,11 +353,19 @@ def _first(value: Any) -> float | None:
 
 def _fit(image: Image.Image, viewport: tuple[int, int] | None) -> Image.Image:
     """Scale to fit inside the viewport, keeping the aspect ratio."""
-    if viewport is None:
+    size = _fitted_size(image.size, viewport)
+    if size == image.size:
         return image
-    scale = min(viewport[0] / image.width, viewport[1] / image.height)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+    _check_output_size(*size)
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _fitted_size(size: tuple[int, int], viewport: tuple[int, int] | None) -> tuple[int, int]:
+    """(width, height) scaled to fit inside the viewport, keeping the aspect ratio."""
+    if viewport is None:
+        return size
+    scale = min(viewport[0] / size[0], viewport[1] / size[1])
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _frame_duration_ms(header: Dataset) -> int:

@@ -60,6 +60,11 @@ class AccessPolicy:
         """Raise NotPermittedError, audited, unless the principal holds `permission`."""
         if principal.may(permission):
             return
+        self.record_refusal(origin, f"{permission} by {principal.name} ({principal.kind})")
+        raise NotPermittedError(f"{principal.name} is not allowed to {permission}")
+
+    def record_refusal(self, origin: Origin, what: str) -> None:
+        """Put a refused request, association or connection on the audit trail (110113)."""
         with self._database.unit_of_work() as session:
             record(
                 session,
@@ -68,10 +73,9 @@ class AccessPolicy:
                     "E",
                     origin,
                     outcome=AuditOutcome.MINOR_FAILURE,
-                    detail=f"refused: {permission} by {principal.name} ({principal.kind})",
+                    detail=f"refused: {what}",
                 ),
             )
-        raise NotPermittedError(f"{principal.name} is not allowed to {permission}")
 
     def origin_for(self, principal: Principal, door: Door, remote_host: str | None) -> Origin:
         return Origin(

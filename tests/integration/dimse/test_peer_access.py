@@ -3,16 +3,12 @@ peer may do what it was granted and gets 0x0124 for the rest; every refusal is a
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
 
-from pedipacs.db.tables import AuditEvent
 from support.dcmtk import run, store_statuses
 from support.files import PYDICOM_TEST_FILES
 from support.server import RunningServer, start_server
@@ -47,32 +43,6 @@ def echo(server: RunningServer, calling_ae: str) -> subprocess.CompletedProcess[
     )
 
 
-def register(server: RunningServer, ae_title: str, allow: str) -> None:
-    env = {
-        **os.environ,
-        "PEDIPACS_DATA_DIR": str(server.data_dir),
-        "PEDIPACS_DATABASE_URL": server.database_url,
-    }
-    added = subprocess.run(
-        [sys.executable, "-m", "pedipacs", "peer", "add", ae_title.lower(), "--aet", ae_title,
-         "--host", "127.0.0.1", "--port", "104", "--allow", allow],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-
-
-def security_alerts(server: RunningServer) -> list[str]:
-    engine = create_engine(server.database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(AuditEvent.detail).where(AuditEvent.event_id == SECURITY_ALERT)
-            )
-            return [str(row.detail) for row in rows]
-    finally:
-        engine.dispose()
-
-
 def test_an_unknown_calling_ae_is_rejected_and_the_rejection_audited(
     guarded_server: RunningServer,
 ) -> None:
@@ -81,13 +51,13 @@ def test_an_unknown_calling_ae_is_rejected_and_the_rejection_audited(
     assert echoed.returncode != 0
     assert "Association Rejected" in echoed.stdout + echoed.stderr
     assert "Calling AE Title Not Recognized" in echoed.stdout + echoed.stderr
-    assert any("STRANGER" in alert for alert in security_alerts(guarded_server))
+    assert any("STRANGER" in alert for alert in guarded_server.security_alerts())
 
 
 def test_a_registered_peer_may_do_what_it_was_granted_and_nothing_else(
     guarded_server: RunningServer,
 ) -> None:
-    register(guarded_server, "WARDWS", allow="find")
+    guarded_server.register_peer("WARDWS", allow="find")
 
     echoed = echo(guarded_server, "WARDWS")
     stored = store_statuses(
@@ -102,4 +72,4 @@ def test_a_registered_peer_may_do_what_it_was_granted_and_nothing_else(
     assert echoed.returncode == 0, echoed.stderr
     assert stored == [NOT_AUTHORIZED]
     assert found.returncode == 0, found.stderr
-    assert any("store by WARDWS" in alert for alert in security_alerts(guarded_server))
+    assert any("store by WARDWS" in alert for alert in guarded_server.security_alerts())

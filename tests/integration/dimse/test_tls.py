@@ -18,9 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
-from sqlalchemy import create_engine, select
 
-from pedipacs.db.tables import AuditEvent
 from support.certificates import Issued
 from support.certificates import TestAuthority as Authority  # "Test*" would be collected
 from support.dcmtk import run
@@ -126,7 +124,7 @@ def test_a_client_without_a_certificate_is_refused_at_the_handshake(tls_node: Tl
     alerts: list[str] = []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        alerts = security_alerts(tls_node.server.database_url)
+        alerts = tls_node.server.security_alerts()
         if any("(110126, DCM, Node Authentication)" in detail for detail in alerts):
             break
         time.sleep(0.2)
@@ -135,20 +133,6 @@ def test_a_client_without_a_certificate_is_refused_at_the_handshake(tls_node: Tl
         and "PEER_DID_NOT_RETURN_A_CERTIFICATE" in detail
         for detail in alerts
     ), alerts
-
-
-def security_alerts(database_url: str) -> list[str]:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return [
-                str(detail)
-                for detail in connection.scalars(
-                    select(AuditEvent.detail).where(AuditEvent.event_id == "110113")
-                )
-            ]
-    finally:
-        engine.dispose()
 
 
 def test_a_client_certificate_from_another_authority_is_refused(
@@ -219,7 +203,7 @@ def test_an_unknown_calling_ae_over_tls_is_rejected_and_a_registered_one_admitte
     guarded_tls_node: TlsNode,
 ) -> None:
     refused = guarded_tls_node.echo(*guarded_tls_node.tls_flags(), calling_ae="STRANGER")
-    register(guarded_tls_node.server, "WARDWS", allow="store,find")
+    guarded_tls_node.server.register_peer("WARDWS", allow="store,find")
     admitted = guarded_tls_node.echo(*guarded_tls_node.tls_flags(), calling_ae="WARDWS")
 
     assert refused.returncode != 0
@@ -288,17 +272,3 @@ def test_serve_stops_when_the_dicom_tls_port_is_taken(tmp_path: Path, database_u
 
     assert result.returncode != 0
     assert f"DICOM TLS port 127.0.0.1:{port} is not available" in result.stderr
-
-
-def register(server: RunningServer, ae_title: str, allow: str) -> None:
-    env = {
-        **os.environ,
-        "PEDIPACS_DATA_DIR": str(server.data_dir),
-        "PEDIPACS_DATABASE_URL": server.database_url,
-    }
-    added = subprocess.run(
-        [sys.executable, "-m", "pedipacs", "peer", "add", ae_title.lower(), "--aet", ae_title,
-         "--host", "127.0.0.1", "--port", "104", "--allow", allow],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
