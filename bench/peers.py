@@ -200,7 +200,7 @@ class Pedipacs(Server):
         self._token = ""
 
     BENCH_USER = "bench"
-    BENCH_PASSWORD = "benchmark passphrase"
+    BENCH_PASSWORD = "measured, not guessed"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pedipacs", "serve"]
