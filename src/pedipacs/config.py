@@ -172,6 +172,26 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest HTTP request body accepted outside STOW-RS (forms, JSON), in bytes.",
     )
+    hl7_port: int = Field(
+        2575, ge=0, le=65535, description="HL7 v2 MLLP port (orders and patient registrations)."
+    )
+    hl7_tls_port: int = Field(
+        2576,
+        ge=0,
+        le=65535,
+        description="HL7 v2 MLLP over TLS port, used when a certificate is configured.",
+    )
+    hl7_senders: list[str] = Field(
+        default_factory=list,
+        description="Sending applications (MSH-3) whose HL7 messages are applied, e.g. "
+        '`["EPIC", "LAB"]`; `*` accepts any. Others get an AR acknowledgement, audited. Empty '
+        "(the default): none, until the hospital's interface engine is named here.",
+    )
+    max_hl7_message: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest HL7 message accepted, in bytes; a longer frame closes the connection.",
+    )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
         description="Same SOP Instance UID with different content: `reject`, `keep-newest` or "

@@ -18,6 +18,9 @@ from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.config import Settings
 from pedipacs.db import migrate
 from pedipacs.db.engine import Database
+from pedipacs.ris.inbox import Hl7Inbox
+from pedipacs.ris.orders import OrderService
+from pedipacs.ris.patients import PatientService
 from pedipacs.security.access import AccessPolicy
 from pedipacs.security.accounts import AccountService, SessionRules
 from pedipacs.security.audit import AuditTrail
@@ -37,6 +40,9 @@ class Node:
     peers: PeerService
     accounts: AccountService
     access: AccessPolicy
+    patients: PatientService
+    orders: OrderService
+    hl7_inbox: Hl7Inbox
     integrity: IntegrityService
     audit: AuditTrail
     # Set when several processes share metrics (prometheus_client multiprocess mode).
@@ -81,6 +87,9 @@ class Node:
                 ),
             ),
             access=access,
+            patients=PatientService(database),
+            orders=OrderService(database),
+            hl7_inbox=Hl7Inbox(database),
             integrity=IntegrityService(database, blob_store),
             audit=AuditTrail(database),
             metrics_dir=metrics_dir,

@@ -11,6 +11,13 @@ from pedipacs.db.tables.audit import AuditChainHead, AuditEvent
 from pedipacs.db.tables.change import Change
 from pedipacs.db.tables.patient import Patient
 from pedipacs.db.tables.peer import PeerRow
+from pedipacs.db.tables.ris import (
+    Hl7MessageRecord,
+    ImagingOrder,
+    PatientIdentifier,
+    RequestedProcedure,
+    ScheduledStep,
+)
 from pedipacs.db.tables.study import Instance, InstanceConflict, InstanceMetadata, Series, Study
 
 __all__ = [
@@ -20,11 +27,16 @@ __all__ = [
     "BreakGlassAccess",
     "CareTeamMember",
     "Change",
+    "Hl7MessageRecord",
+    "ImagingOrder",
     "Instance",
     "InstanceConflict",
     "InstanceMetadata",
     "Patient",
+    "PatientIdentifier",
     "PeerRow",
+    "RequestedProcedure",
+    "ScheduledStep",
     "Series",
     "Study",
     "UserAccount",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
-from sqlalchemy import Date, Index, Integer, String, Time, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Time, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pedipacs.db.base import Base, primary_id, utc_datetime, utc_now
+from pedipacs.db.base import Base, BigId, primary_id, utc_datetime, utc_now
 from pedipacs.db.tables.columns import search_string
 
 
@@ -29,6 +29,15 @@ class Patient(Base):
     patient_birth_date: Mapped[date | None] = mapped_column(Date)
     patient_birth_time: Mapped[time | None] = mapped_column(Time)
     patient_sex: Mapped[str | None] = mapped_column(String(16))
+    # From the hospital (HL7 PID-21, -24, -25): the mother's identifier and the birth order,
+    # which tie a newborn to their mother; a temporary identity is merged into a permanent one.
+    mother_identifier: Mapped[str | None] = mapped_column(String(64))
+    mother_issuer: Mapped[str | None] = mapped_column(String(64))
+    multiple_birth: Mapped[str | None] = mapped_column(String(1))  # Y / N
+    birth_order: Mapped[int | None] = mapped_column(Integer)
+    is_temporary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set on a patient merged into another (HL7 A40): the surviving record.
+    merged_into_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("patient.id"))
     number_of_patient_related_studies: Mapped[int] = mapped_column(Integer, default=0)
     number_of_patient_related_series: Mapped[int] = mapped_column(Integer, default=0)
     number_of_patient_related_instances: Mapped[int] = mapped_column(Integer, default=0)
