@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,7 @@ MINIMUM_PASSWORD_LENGTH = 12
 # for a 15-minute idle limit.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 SESSION, TOKEN, VIEWER = "session", "token", "viewer"
+FORGET_ENDED_SESSIONS = timedelta(days=1)
 USERNAME_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "._-@")
 
 _HASHER = PasswordHasher()
@@ -404,6 +405,16 @@ class AccountService:
     def _open_session(
         self, session: Session, row: UserAccount, origin: Origin, now: datetime
     ) -> SignedIn:
+        # The account's sessions and viewer tokens that ended a day ago or more go now: the
+        # table holds what is live, plus a day for an administrator's questions.
+        forgotten = now - FORGET_ENDED_SESSIONS
+        session.execute(
+            delete(UserSession).where(
+                UserSession.user_id == row.id,
+                UserSession.kind != TOKEN,
+                (UserSession.ended_at < forgotten) | (UserSession.expires_at < forgotten),
+            )
+        )
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         session.add(
             UserSession(

@@ -249,3 +249,24 @@ def test_federated_sign_in_creates_the_account_and_follows_the_providers_roles(
             issuer, "9b2c", username="no.role", display_name="No Role",
             roles=frozenset(), origin=WEB,
         )  # fmt: skip
+
+
+def test_sessions_that_ended_a_day_ago_are_forgotten_at_the_next_sign_in(
+    accounts: AccountService, node: Node
+) -> None:
+    accounts.create("dr.ruiz", frozenset({Role.RADIOLOGIST}), ADMIN, password=PASSWORD)
+    old = accounts.sign_in("dr.ruiz", PASSWORD, WEB)
+    session = accounts.authenticate(old.token)
+    assert session is not None
+    accounts.viewer_token(session)
+    accounts.sign_out(session, WEB)
+    token = accounts.issue_token("dr.ruiz", "script", 30, ADMIN)
+    with node.database.unit_of_work() as db:
+        db.execute(update(UserSession).values(ended_at=datetime.now(UTC) - timedelta(days=2)))
+
+    accounts.sign_in("dr.ruiz", PASSWORD, WEB)
+
+    with node.database.reading() as db:
+        kinds = sorted(db.scalars(select(UserSession.kind)).all())
+    assert kinds == ["session", "token"]  # the new session; the program's token is kept
+    assert accounts.authenticate(token) is None  # (it was ended above, for the purge test)
