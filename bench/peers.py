@@ -267,6 +267,7 @@ class Pedipacs(Server):
             "PEDIPACS_AE_TITLE": self.ae_title,
             "PEDIPACS_DICOM_PORT": str(self.dicom_port),
             "PEDIPACS_HTTP_PORT": str(self.http_port),
+            "PEDIPACS_HL7_PORT": "0",  # no HL7 in these benchmarks
             "PEDIPACS_LOG_LEVEL": "WARNING",
             # The benchmark's SCUs are not registered peers; access control is not measured.
             "PEDIPACS_ACCEPT_UNKNOWN_CALLING_AES": "true",

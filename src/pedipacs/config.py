@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(
         None, description="Folder for image bytes; default: `<data_dir>/blobs`."
     )
-    host: str = Field("127.0.0.1", description="Address the DICOM and HTTP listeners bind to.")
+    host: str = Field("127.0.0.1", description="Address the DICOM, HTTP and HL7 listeners bind to.")
     ae_title: str = Field("PEDIPACS", description="DICOM Application Entity title of this node.")
     dicom_port: int = Field(11112, ge=0, le=65535, description="DICOM (DIMSE) port.")
     dicom_workers: int = Field(
@@ -173,7 +173,10 @@ class Settings(BaseSettings):
         description="Largest HTTP request body accepted outside STOW-RS (forms, JSON), in bytes.",
     )
     hl7_port: int = Field(
-        2575, ge=0, le=65535, description="HL7 v2 MLLP port (orders and patient registrations)."
+        2575,
+        ge=0,
+        le=65535,
+        description="HL7 v2 MLLP port (orders and patient registrations); 0: no HL7 listener.",
     )
     hl7_tls_port: int = Field(
         2576,

@@ -75,11 +75,14 @@ def serve(settings: Settings) -> None:
         pool = DimseWorkers(settings, workers, on_fatal=lambda: setattr(http, "should_exit", True))
         pool.start()
     audit_export = _start_audit_export(settings, node)
+    hl7 = _hl7_server(node)
     try:
+        _start_hl7(hl7, settings)
         scheme = "HTTPS" if settings.tls_enabled else "HTTP"
         log.info("%s listening on %s:%d", scheme, settings.host, settings.http_port)
         http.run()
     finally:
+        hl7.stop()
         if pool is not None:
             pool.stop()
         if audit_export is not None:
@@ -100,6 +103,23 @@ def _start_audit_export(settings: Settings, node: Any) -> tuple[threading.Thread
         return None
     log.info("audit records go to the ATNA collector %s", exporter.collector)
     return run_in_background(exporter)
+
+
+def _hl7_server(node: Any) -> Any:
+    """The HL7 v2 (MLLP) listener, a thread of the supervisor."""
+    from pedipacs.hl7.mllp import MllpServer
+
+    return MllpServer(node)
+
+
+def _start_hl7(server: Any, settings: Settings) -> None:
+    try:
+        server.start()
+    except OSError as error:
+        raise SystemExit(
+            f"HL7 port {settings.host}:{settings.hl7_port} (or its TLS port "
+            f"{settings.hl7_tls_port}) is not available: {error.strerror or error}"
+        ) from error
 
 
 def secure_first_start(node: Any, settings: Settings) -> None:

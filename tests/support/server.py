@@ -141,6 +141,9 @@ def start_server(
         # DCMTK tools call as STORESCU, FINDSCU, ...: tests about other things need not
         # register them (tests/integration/dimse/test_peer_access.py covers the refusal).
         "PEDIPACS_ACCEPT_UNKNOWN_CALLING_AES": "true",
+        # The HL7 listeners on free ports too: never the fixed 2575/2576 another run holds.
+        "PEDIPACS_HL7_PORT": str(free_port()),
+        "PEDIPACS_HL7_TLS_PORT": str(free_port()),
         **(extra_env or {}),
     }
     log_path = data_dir / f"server-{time.monotonic_ns()}.log"

@@ -103,16 +103,27 @@ def register_patient(
 
 
 def _apply_demographics(patient: Patient, registration: PatientRegistration) -> None:
-    patient.patient_name = registration.name
-    patient.patient_name_search = pn_search_form(registration.name)
-    patient.patient_birth_date = registration.birth_date
-    patient.patient_birth_time = registration.birth_time
-    patient.patient_sex = registration.sex
-    patient.mother_identifier = registration.mother.identifier if registration.mother else None
-    patient.mother_issuer = registration.mother.issuer if registration.mother else None
-    patient.multiple_birth = registration.multiple_birth
-    patient.birth_order = registration.birth_order
-    patient.is_temporary = registration.is_temporary
+    """Fields the registration leaves out (None) keep their value, as HL7 treats an empty
+    field: an order whose PID carries only the identifier does not blank the name. A temporary
+    identity stays temporary until it is merged into a permanent one."""
+    changes = {
+        "patient_name": registration.name,
+        "patient_birth_date": registration.birth_date,
+        "patient_birth_time": registration.birth_time,
+        "patient_sex": registration.sex,
+        "multiple_birth": registration.multiple_birth,
+        "birth_order": registration.birth_order,
+    }
+    if registration.mother is not None:
+        changes["mother_identifier"] = registration.mother.identifier
+        changes["mother_issuer"] = registration.mother.issuer
+    for column, value in changes.items():
+        if value is not None:
+            setattr(patient, column, value)
+    if registration.name is not None:
+        patient.patient_name_search = pn_search_form(registration.name)
+    if registration.is_temporary or patient.is_temporary is None:
+        patient.is_temporary = registration.is_temporary
 
 
 def _keep_identifiers(

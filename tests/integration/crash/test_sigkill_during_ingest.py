@@ -399,6 +399,7 @@ def test_dimse_workers_exit_when_only_the_supervisor_is_sigkilled_while_they_sta
         **os.environ,
         "PEDIPACS_DATA_DIR": str(data_dir),
         "PEDIPACS_DICOM_PORT": str(port),
+        "PEDIPACS_HL7_PORT": "0",  # not under test here; the default port may be taken
         "PEDIPACS_HTTP_PORT": str(free_port()),
         "PEDIPACS_DICOM_WORKERS": "2",
     }

@@ -210,3 +210,14 @@ def test_a_wrong_message_changes_nothing_and_a_failing_store_asks_for_a_resend(
     )  # fmt: skip
     assert retried.code is AckCode.ACCEPTED
     assert count(node, Patient) == 1
+
+
+def test_a_registration_without_demographics_keeps_those_known(node: Node) -> None:
+    node.patients.register(NEWBORN, HIS)
+
+    node.patients.register(PatientRegistration(identifiers=(MRN,)), HIS)  # an ORM's bare PID
+
+    kept = node.patients.get(MRN)
+    assert (kept.name, kept.birth_date, kept.sex) == ("LEFEVRE^BABY GIRL", date(2026, 11, 24), "F")
+    assert kept.mother == PatientIdentity("MRN500", "CHILDRENS")
+    assert kept.is_temporary  # until merged into a permanent identity
