@@ -12,10 +12,10 @@ from sqlalchemy.exc import OperationalError
 
 from pedipacs import metrics
 from pedipacs.db.engine import Database
-from pedipacs.db.query_sql import compile_query, returned_keywords, values_from_row
+from pedipacs.db.query_sql import Projection, compile_query, match_from_row, projection_for
 from pedipacs.errors import QueryTooBroadError, StorageUnavailable
 from pedipacs.model.origin import Origin
-from pedipacs.model.query import Query, SingleValue, UidList
+from pedipacs.model.query import KeyMatch, Query, SequenceMatch, SingleValue, UidList, Universal
 from pedipacs.model.records import QueryMatch
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 
@@ -53,14 +53,14 @@ class QueryService:
         is_capped = query.limit is None and not _names_entities_by_uid(query)
         bounded = dataclasses.replace(query, limit=self._max_results + 1) if is_capped else query
         statement = compile_query(bounded, origin.patient_scope)
-        keywords = returned_keywords(query)
+        projection = projection_for(query)
         started = time.perf_counter()
         try:
             if not is_capped:
                 self._audit(query, origin)
-                yield from self._stream(statement, keywords)
+                yield from self._stream(statement, projection)
                 return
-            matches = list(self._stream(statement, keywords))
+            matches = list(self._stream(statement, projection))
             if len(matches) > self._max_results:
                 # Refused rather than cut short: a truncated list that looks complete could hide
                 # a prior study; nothing is disclosed for a question that cannot be answered.
@@ -72,12 +72,12 @@ class QueryService:
         finally:
             metrics.QUERY_SECONDS.labels(str(query.level)).observe(time.perf_counter() - started)
 
-    def _stream(self, statement: Select[Any], keywords: tuple[str, ...]) -> Iterator[QueryMatch]:
+    def _stream(self, statement: Select[Any], projection: Projection) -> Iterator[QueryMatch]:
         try:
             with self._database.reading() as session:
                 result = session.execute(statement.execution_options(yield_per=FETCH_BATCH))
                 for row in result:
-                    yield QueryMatch(values_from_row(row, keywords))
+                    yield match_from_row(row, projection)
         except OperationalError as error:
             raise StorageUnavailable(f"the index database cannot be read: {error.orig}") from error
 
@@ -87,7 +87,7 @@ class QueryService:
             for km in query.constraints
             if km.keyword == "PatientID" and hasattr(km.match, "value")
         ]
-        summary = ", ".join(f"{km.keyword}={km.match}" for km in query.constraints)
+        summary = ", ".join(_constraints(query.constraints))
         detail = f"{query.information_model} {query.level}: {summary}"
         if refusal is not None:
             detail = f"{refusal}; {detail}"
@@ -108,6 +108,16 @@ class QueryService:
         except OperationalError as error:
             # No audit record, no access: patient data leaves only when the access is on record.
             raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
+
+
+def _constraints(key_matches: tuple[KeyMatch, ...], prefix: str = "") -> Iterator[str]:
+    """`keyword=match` of each key that narrows the query; a sequence's keys by their path
+    (`ScheduledProcedureStepSequence.Modality=SingleValue(value='US')`)."""
+    for km in key_matches:
+        if isinstance(km.match, SequenceMatch):
+            yield from _constraints(km.match.items, f"{prefix}{km.keyword}.")
+        elif not isinstance(km.match, Universal):
+            yield f"{prefix}{km.keyword}={km.match}"
 
 
 def _names_entities_by_uid(query: Query) -> bool:

@@ -1,12 +1,15 @@
 """The ONE compiler from `model.Query` to SQL: PS3.4 C.2.2.2 matching, written once.
 
-C-FIND (every level of Patient Root and Study Root) and QIDO-RS both run through here.
+C-FIND (every level of Patient Root and Study Root, and the Modality Worklist) and QIDO-RS all
+run through here; the catalog of the query's information model says which column each keyword
+means.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, time
 from typing import Any
 
@@ -16,8 +19,27 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from pedipacs.db.catalog import ATTRIBUTES, LEVEL_TABLES, Attribute, ValueKind
-from pedipacs.db.tables import Instance, InstanceMetadata, Patient, Series, Study
+from pedipacs.db.catalog import (
+    LEVEL_TABLES,
+    QUERY_RETRIEVE,
+    WORKLIST_ORDER_STATUSES,
+    WORKLIST_STEP_STATUSES,
+    Attribute,
+    Catalog,
+    ItemSequence,
+    ValueKind,
+    catalog_for,
+)
+from pedipacs.db.tables import (
+    ImagingOrder,
+    Instance,
+    InstanceMetadata,
+    Patient,
+    RequestedProcedure,
+    ScheduledStep,
+    Series,
+    Study,
+)
 from pedipacs.errors import InvalidQueryError
 from pedipacs.model.levels import QueryLevel
 from pedipacs.model.query import (
@@ -32,7 +54,9 @@ from pedipacs.model.query import (
     ValueList,
     Wildcard,
 )
+from pedipacs.model.records import AttributeValues, QueryMatch
 from pedipacs.model.values import (
+    as_from_dates,
     da_from_date,
     pn_search_form,
     range_bound_date,
@@ -51,18 +75,29 @@ def compile_query(query: Query, patient_scope: Collection[str] | None = None) ->
     `patient_scope`, when given, keeps only the patients with those IDs (who may see what is
     decided in `security/access.py`; this only applies it).
     """
-    columns = [a.column.label(a.keyword) for a in _attributes_at_or_above(query.level)]
-    statement = select(*columns).select_from(_joined(query.level))
+    catalog = catalog_for(query.information_model)
+    statement = select(*_selected_columns(catalog, query.level))
+    statement = statement.select_from(_joined(query.level))
+    if query.level is QueryLevel.SCHEDULED_PROCEDURE_STEP:
+        statement = statement.where(_on_worklist())
     if patient_scope is not None:
         statement = statement.where(_any_of_patients(patient_scope))
     for key_match in query.constraints:
-        statement = statement.where(_condition(key_match, query.level, query.is_fuzzy))
+        statement = statement.where(_condition(key_match, catalog, query.level, query.is_fuzzy))
     statement = statement.order_by(LEVEL_TABLES[query.level].id)
     if query.offset:
         statement = statement.offset(query.offset)
     if query.limit is not None:
         statement = statement.limit(query.limit)
     return statement
+
+
+def _on_worklist() -> ColumnElement[bool]:
+    """The steps a Modality Worklist shows (db/catalog.py states the rule)."""
+    return and_(
+        ScheduledStep.status.in_([str(s) for s in WORKLIST_STEP_STATUSES]),
+        ImagingOrder.status.in_([str(s) for s in WORKLIST_ORDER_STATUSES]),
+    )
 
 
 def _any_of_patients(patient_ids: Collection[str]) -> ColumnElement[bool]:
@@ -78,29 +113,101 @@ def returned_keywords(query: Query) -> tuple[str, ...]:
     attribute the index holds at or above the query's level."""
     if not query.includes_all:
         return query.requested_keywords
-    held = (a.keyword for a in _attributes_at_or_above(query.level))
-    return tuple(dict.fromkeys((*query.requested_keywords, *held)))
+    catalog = catalog_for(query.information_model)
+    held = (a.keyword for a in catalog.attributes.values() if a.level.depth <= query.level.depth)
+    return tuple(dict.fromkeys((*query.requested_keywords, *held, *catalog.sequences)))
 
 
-def values_from_row(row: Any, keywords: Sequence[str]) -> dict[str, str | list[str] | None]:
-    """DICOM string values of the requested keywords; unknown keywords come back empty."""
-    mapping = row._mapping
-    values: dict[str, str | list[str] | None] = {}
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """What each match of a query carries: its attributes (None where the index holds no
+    value for the keyword at the query's level) and the attributes of the sequences' items."""
+
+    attributes: tuple[tuple[str, Attribute | None], ...]
+    sequences: tuple[tuple[str, ItemSequence, tuple[tuple[str, Attribute | None], ...]], ...]
+
+
+def projection_for(query: Query) -> Projection:
+    catalog = catalog_for(query.information_model)
+    keywords = returned_keywords(query)
+
+    def held(attribute: Attribute | None) -> Attribute | None:
+        return attribute if attribute and attribute.level.depth <= query.level.depth else None
+
+    nested = {km.keyword: km.match for km in query.key_matches}
+    sequences = []
     for keyword in keywords:
-        attribute = ATTRIBUTES.get(keyword)
-        if attribute is None or keyword not in mapping:
-            values[keyword] = None
+        sequence = catalog.sequences.get(keyword)
+        if sequence is None:
             continue
-        values[keyword] = _dicom_value(attribute, mapping[keyword])
+        match = nested.get(keyword)
+        if isinstance(match, SequenceMatch) and match.items and not query.includes_all:
+            item_keywords = tuple(dict.fromkeys(km.keyword for km in match.items))
+        else:
+            # A zero-length sequence asks for all its attributes.
+            item_keywords = tuple(sequence.attributes)
+        inner = tuple((k, held(sequence.attributes.get(k))) for k in item_keywords)
+        sequences.append((keyword, sequence, inner))
+    return Projection(
+        attributes=tuple((k, held(catalog.attributes.get(k))) for k in keywords),
+        sequences=tuple(sequences),
+    )
+
+
+def match_from_row(row: Any, projection: Projection) -> QueryMatch:
+    """The DICOM string values of one result row, as the projection asks for them."""
+    mapping = row._mapping
+    values = _values(mapping, projection.attributes)
+    items: dict[str, tuple[AttributeValues, ...]] = {}
+    for keyword, sequence, inner in projection.sequences:
+        key = sequence.attributes[sequence.key]
+        is_present = mapping[key.label] is not None
+        items[keyword] = (_values(mapping, inner),) if is_present else ()
+    return QueryMatch(values, items)
+
+
+def _values(
+    mapping: Mapping[str, Any], attributes: tuple[tuple[str, Attribute | None], ...]
+) -> dict[str, str | list[str] | None]:
+    values: dict[str, str | list[str] | None] = {}
+    for keyword, attribute in attributes:
+        if attribute is None:
+            values[keyword] = None
+        elif attribute.kind is ValueKind.AGE:
+            values[keyword] = _age(mapping[attribute.label], mapping[attribute.label + "_on"])
+        else:
+            values[keyword] = _dicom_value(attribute, mapping[attribute.label])
     return values
 
 
-def _attributes_at_or_above(level: QueryLevel) -> list[Attribute]:
-    return [a for a in ATTRIBUTES.values() if a.level.depth <= level.depth]
+def _age(birth_date: date | None, on: date | None) -> str | None:
+    """The age on the day of the exam, or today when it has no date."""
+    if birth_date is None:
+        return None
+    return as_from_dates(birth_date, on or date.today()) or None
+
+
+def _attributes_at_or_above(catalog: Catalog, level: QueryLevel) -> list[Attribute]:
+    return [a for a in catalog.every_attribute() if a.level.depth <= level.depth]
+
+
+def _selected_columns(catalog: Catalog, level: QueryLevel) -> list[Any]:
+    columns = []
+    for attribute in _attributes_at_or_above(catalog, level):
+        columns.append(attribute.column.label(attribute.label))
+        if attribute.age_on is not None:
+            columns.append(attribute.age_on.label(attribute.label + "_on"))
+    return columns
 
 
 def _joined(level: QueryLevel) -> Any:
     joined: Any = Patient.__table__
+    if level is QueryLevel.SCHEDULED_PROCEDURE_STEP:
+        return (
+            joined.join(ImagingOrder, ImagingOrder.patient_fk == Patient.id)
+            .join(RequestedProcedure, RequestedProcedure.order_fk == ImagingOrder.id)
+            .join(ScheduledStep, ScheduledStep.procedure_fk == RequestedProcedure.id)
+        )
     if level.depth >= QueryLevel.STUDY.depth:
         joined = joined.join(Study, Study.patient_fk == Patient.id)
     if level.depth >= QueryLevel.SERIES.depth:
@@ -111,10 +218,12 @@ def _joined(level: QueryLevel) -> Any:
 
 
 def _condition(
-    key_match: KeyMatch, level: QueryLevel, is_fuzzy: bool = False
+    key_match: KeyMatch, catalog: Catalog, level: QueryLevel, is_fuzzy: bool = False
 ) -> ColumnElement[bool]:
-    attribute = ATTRIBUTES.get(key_match.keyword)
-    if attribute is None or isinstance(key_match.match, SequenceMatch):
+    if isinstance(key_match.match, SequenceMatch):
+        return _sequence_condition(key_match.keyword, key_match.match, catalog, level)
+    attribute = catalog.attributes.get(key_match.keyword)
+    if attribute is None or not attribute.is_matchable:
         # PS3.4 C.2.2.1: an SCP that does not support matching on a key ignores it (and
         # returns it empty); an unknown key never narrows the answer.
         return and_(True)
@@ -132,6 +241,22 @@ def _condition(
             # Fuzzy matching only widens: what matches exactly still matches.
             return or_(condition, fuzzy)
     return condition
+
+
+def _sequence_condition(
+    keyword: str, match: SequenceMatch, catalog: Catalog, level: QueryLevel
+) -> ColumnElement[bool]:
+    """Sequence matching (C.2.2.2.6): an item matches when every key of the request's item
+    matches it. A row holds one item of each sequence the catalog knows, so its columns must
+    match every key; a sequence the catalog does not hold is ignored, like any unknown key."""
+    sequence = catalog.sequences.get(keyword)
+    if sequence is None:
+        return and_(True)
+    inner = Catalog(sequence.attributes)
+    conditions = [
+        _condition(km, inner, level) for km in match.items if not isinstance(km.match, Universal)
+    ]
+    return and_(True, *conditions)
 
 
 def _match_condition(attribute: Attribute, key_match: KeyMatch) -> ColumnElement[bool]:
@@ -357,7 +482,7 @@ def compile_locations(query: Query, *, with_metadata: bool = False) -> Select[An
         joined = joined.outerjoin(InstanceMetadata, InstanceMetadata.instance_fk == Instance.id)
     statement = select(*columns).select_from(joined)
     for key_match in query.constraints:
-        statement = statement.where(_condition(key_match, QueryLevel.IMAGE))
+        statement = statement.where(_condition(key_match, QUERY_RETRIEVE, QueryLevel.IMAGE))
     return statement.order_by(
         Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
     )

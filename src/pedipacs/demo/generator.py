@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pedipacs.demo.phantoms import ct_head_slice, radiograph, ultrasound_clip
+from pedipacs.model.values import as_from_dates
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -236,29 +237,6 @@ def generate_ct_series(
     study = _make_study("ct", seed, person, protocol, 0, study_date, rng)
     series = _make_series("ct", seed, study, 1, "", slices, (rows, columns))
     return _write_all(output_dir, _plan_instances("ct", seed, series), seed, None)
-
-
-def patient_age(birth_date: date, on: date) -> str:
-    """Return the DICOM AS value for a child born on birth_date, on the given date.
-
-    Days under four weeks, weeks under three months, months under two years, then years.
-
-    >>> patient_age(date(2024, 1, 1), date(2024, 1, 6))
-    '005D'
-    >>> patient_age(date(2020, 2, 29), date(2024, 2, 28))
-    '003Y'
-    """
-    days = (on - birth_date).days
-    months = (on.year - birth_date.year) * 12 + on.month - birth_date.month
-    if on.day < birth_date.day:
-        months -= 1  # the current month is not yet completed
-    if days < 28:
-        return f"{days:03d}D"
-    if months < 3:
-        return f"{days // 7:03d}W"
-    if months < 24:
-        return f"{months:03d}M"
-    return f"{months // 12:03d}Y"
 
 
 # --- Planning the hierarchy -------------------------------------------------------------
@@ -539,7 +517,7 @@ def _add_patient_and_study(ds: Dataset, study: _Study) -> None:
     ds.IssuerOfPatientID = ISSUER_OF_PATIENT_ID
     ds.PatientBirthDate = _da(person.patient_birth_date)
     ds.PatientSex = person.patient_sex
-    ds.PatientAge = patient_age(person.patient_birth_date, study.study_date)
+    ds.PatientAge = as_from_dates(person.patient_birth_date, study.study_date)
     ds.PatientWeight = _patient_weight(age_days, person.patient_id)
     ds.StudyInstanceUID = study.study_instance_uid
     ds.StudyDate = _da(study.study_date)

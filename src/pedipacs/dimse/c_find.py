@@ -1,4 +1,5 @@
-"""C-FIND SCP, Patient Root and Study Root: identifier -> Query -> QueryService -> datasets."""
+"""C-FIND SCP, Patient Root, Study Root and Modality Worklist: identifier -> Query ->
+QueryService -> datasets."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 FIND_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.1": InformationModel.PATIENT_ROOT,
     "1.2.840.10008.5.1.4.1.2.2.1": InformationModel.STUDY_ROOT,
+    "1.2.840.10008.5.1.4.31": InformationModel.MODALITY_WORKLIST,
 }
 
 
@@ -31,17 +33,19 @@ def handle_c_find(
     event: Any, queries: QueryService, peers: PeerService, ae_title: str
 ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     model = FIND_MODELS[event.request.AffectedSOPClassUID]
+    is_worklist = model is InformationModel.MODALITY_WORKLIST
     origin = origin_from_event(event)
     try:
-        require(event, DimseOperation.FIND, peers)
+        require(event, DimseOperation.WORKLIST if is_worklist else DimseOperation.FIND, peers)
         query = query_from_identifier(event.identifier, model)
+        retrieve_ae_title = None if is_worklist else ae_title
         for match in queries.find(query, origin):
             if event.is_cancelled:
                 yield int(Status.CANCEL), None
                 return
             yield (
                 int(Status.PENDING),
-                dataset_from_match(match.values, query.level, retrieve_ae_title=ae_title),
+                dataset_from_match(match, query.level, retrieve_ae_title=retrieve_ae_title),
             )
     except PedipacsError as error:
         status = query_status_from_error(error)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -20,6 +21,7 @@ from pedipacs.model.query import (
     ValueList,
     match_from_text,
 )
+from pedipacs.model.records import AttributeValues, QueryMatch
 
 # Attributes of the identifier that describe the query rather than match anything.
 _CONTROL_KEYWORDS = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
@@ -46,6 +48,9 @@ def retrieve_query_from_identifier(identifier: Dataset, model: InformationModel)
 
 
 def _level(identifier: Dataset, model: InformationModel) -> QueryLevel:
+    if model is InformationModel.MODALITY_WORKLIST:
+        # A worklist identifier has no level (PS3.4 K.6); every answer is a scheduled step.
+        return QueryLevel.SCHEDULED_PROCEDURE_STEP
     raw = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     try:
         level = QueryLevel(raw)
@@ -79,35 +84,48 @@ def _match(keyword: str, vr: str, value: object) -> Match:
 
 
 def dataset_from_match(
-    values: Mapping[str, str | list[str] | None],
-    level: QueryLevel,
-    *,
-    retrieve_ae_title: str,
+    match: QueryMatch, level: QueryLevel, *, retrieve_ae_title: str | None
 ) -> Dataset:
-    """The C-FIND response identifier: every requested key, empty when unknown."""
-    response = Dataset()
-    is_ascii = True
-    for keyword, value in values.items():
-        vr = _vr(keyword)
-        if vr is None:
-            continue
-        if vr == "SQ":
-            setattr(response, keyword, [])
-            continue
-        if vr in _BINARY_NUMBER_VRS:
-            # US, UL, FL, ... are encoded as binary numbers: pydicom cannot write a string.
-            setattr(response, keyword, _binary_number(vr, value))
-        elif isinstance(value, list):
-            is_ascii = is_ascii and all(v.isascii() for v in value)
-            setattr(response, keyword, value)
-        else:
-            is_ascii = is_ascii and (value is None or value.isascii())
-            setattr(response, keyword, value if value is not None else "")
-    response.QueryRetrieveLevel = str(level)
-    response.RetrieveAETitle = retrieve_ae_title
+    """The C-FIND response identifier: every requested key, empty when unknown. A worklist
+    answer has neither a level nor a Retrieve AE Title (`retrieve_ae_title` None)."""
+    response, is_ascii = _identifier(match.values, match.items)
+    if level is not QueryLevel.SCHEDULED_PROCEDURE_STEP:
+        response.QueryRetrieveLevel = str(level)
+    if retrieve_ae_title is not None:
+        response.RetrieveAETitle = retrieve_ae_title
     if not is_ascii:
         response.SpecificCharacterSet = "ISO_IR 192"
     return response
+
+
+def _identifier(
+    values: AttributeValues, items: Mapping[str, tuple[AttributeValues, ...]]
+) -> tuple[Dataset, bool]:
+    """The attributes, the sequences' items nested; and whether every value is ASCII."""
+    response = Dataset()
+    is_ascii = True
+    for keyword, value in values.items():
+        tag_vr = _tag_and_vr(keyword)
+        if tag_vr is None:
+            continue
+        tag, vr = tag_vr
+        if vr == "SQ":
+            sequence = []
+            for item_values in items.get(keyword, ()):
+                item, is_item_ascii = _identifier(item_values, {})
+                sequence.append(item)
+                is_ascii = is_ascii and is_item_ascii
+            response.add_new(tag, vr, sequence)
+        elif vr in _BINARY_NUMBER_VRS:
+            # US, UL, FL, ... are encoded as binary numbers: pydicom cannot write a string.
+            response.add_new(tag, vr, _binary_number(vr, value))
+        elif isinstance(value, list):
+            is_ascii = is_ascii and all(v.isascii() for v in value)
+            response.add_new(tag, vr, value)
+        else:
+            is_ascii = is_ascii and (value is None or value.isascii())
+            response.add_new(tag, vr, value if value is not None else "")
+    return response, is_ascii
 
 
 _BINARY_NUMBER_VRS = {"US", "UL", "UV", "SS", "SL", "SV", "FL", "FD"}
@@ -128,10 +146,10 @@ def _binary_number(vr: str, value: str | list[str] | None) -> int | float | None
         return None
 
 
-def _vr(keyword: str) -> str | None:
-    from pydicom.datadict import tag_for_keyword
-
+@functools.cache
+def _tag_and_vr(keyword: str) -> tuple[int, str] | None:
+    """The tag and dictionary VR of a keyword (cached: every response looks them up)."""
     tag = tag_for_keyword(keyword)
     if tag is None:
         return None
-    return str(dictionary_VR(tag))
+    return tag, str(dictionary_VR(tag))

@@ -1,4 +1,5 @@
-"""Query/Retrieve information models and levels (PS3.4 C.6)."""
+"""Query information models and their levels: Query/Retrieve (PS3.4 C.6) and the Modality
+Worklist (PS3.4 K.6)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from enum import StrEnum
 class InformationModel(StrEnum):
     PATIENT_ROOT = "PATIENT_ROOT"
     STUDY_ROOT = "STUDY_ROOT"
+    MODALITY_WORKLIST = "MODALITY_WORKLIST"
 
 
 class QueryLevel(StrEnum):
-    """Values of Query/Retrieve Level (0008,0052)."""
+    """Values of Query/Retrieve Level (0008,0052), and the one level of the Modality Worklist
+    (whose identifiers carry no level): each answer is a scheduled procedure step."""
 
     PATIENT = "PATIENT"
     STUDY = "STUDY"
     SERIES = "SERIES"
     IMAGE = "IMAGE"
+    SCHEDULED_PROCEDURE_STEP = "SCHEDULED_PROCEDURE_STEP"
 
     @property
     def depth(self) -> int:
@@ -28,6 +32,7 @@ _DEPTH = {
     QueryLevel.STUDY: 1,
     QueryLevel.SERIES: 2,
     QueryLevel.IMAGE: 3,
+    QueryLevel.SCHEDULED_PROCEDURE_STEP: 0,  # a model of its own, with a single level
 }
 
 LEVELS_BY_MODEL: dict[InformationModel, tuple[QueryLevel, ...]] = {
@@ -38,6 +43,7 @@ LEVELS_BY_MODEL: dict[InformationModel, tuple[QueryLevel, ...]] = {
         QueryLevel.IMAGE,
     ),
     InformationModel.STUDY_ROOT: (QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE),
+    InformationModel.MODALITY_WORKLIST: (QueryLevel.SCHEDULED_PROCEDURE_STEP,),
 }
 
 # The unique key of each level (PS3.4 C.6.1.1 / C.6.2.1).

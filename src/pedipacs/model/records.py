@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -59,11 +59,19 @@ class StoredInstance:
     outcome: StoreOutcome
 
 
+AttributeValues = Mapping[str, str | list[str] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class QueryMatch:
-    """One entity matching a query: DICOM keyword -> value (str, list of str, or None)."""
+    """One entity matching a query: DICOM keyword -> value (str, list of str, or None).
 
-    values: Mapping[str, str | list[str] | None]
+    `items` holds the items of the sequences asked for, by the sequence's keyword (a worklist
+    item's Scheduled Procedure Step Sequence); a sequence asked for but absent has no items.
+    """
+
+    values: AttributeValues
+    items: Mapping[str, tuple[AttributeValues, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

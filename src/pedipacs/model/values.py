@@ -1,4 +1,4 @@
-"""DICOM value strings (DA, TM, PN) to and from Python values; shared by every layer."""
+"""DICOM value strings (DA, TM, PN, AS) to and from Python values; shared by every layer."""
 
 from __future__ import annotations
 
@@ -54,6 +54,37 @@ def tm_from_time(value: time | None) -> str:
         return ""
     text = value.strftime("%H%M%S")
     return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+
+
+def as_from_dates(birth_date: date, on: date) -> str:
+    """The Patient's Age (AS) of a child born on `birth_date`, on the date `on`: days under four
+    weeks, weeks under three months, months under two years, then years; empty if `on` is
+    before the birth.
+
+    Months are calendar months, completed when `on` reaches the day of the month of the birth.
+
+    >>> as_from_dates(date(2024, 1, 1), date(2024, 1, 6))
+    '005D'
+    >>> as_from_dates(date(2024, 1, 1), date(2024, 3, 1))
+    '008W'
+    >>> as_from_dates(date(2024, 1, 1), date(2025, 12, 31))
+    '023M'
+    >>> as_from_dates(date(2020, 2, 29), date(2024, 2, 28))
+    '003Y'
+    """
+    days = (on - birth_date).days
+    if days < 0:
+        return ""
+    months = (on.year - birth_date.year) * 12 + on.month - birth_date.month
+    if on.day < birth_date.day:
+        months -= 1  # the current month is not yet completed
+    if days < 28:
+        return f"{days:03d}D"
+    if months < 3:
+        return f"{days // 7:03d}W"
+    if months < 24:
+        return f"{months:03d}M"
+    return f"{months // 12:03d}Y"
 
 
 def range_bound_date(value: str, keyword: str) -> date:

@@ -22,8 +22,8 @@ from pedipacs.demo.generator import (
     generate_ct_series,
     generate_demo_data,
     generate_small_instances,
-    patient_age,
 )
+from pedipacs.model.values import as_from_dates
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 CT_SLICES = 6
@@ -207,7 +207,7 @@ def test_patient_age_agrees_with_birth_date_and_study_date(headers: list[Dataset
 def test_patient_age_uses_days_weeks_months_then_years(
     birth: date, on: date, expected: str
 ) -> None:
-    assert patient_age(birth, on) == expected
+    assert as_from_dates(birth, on) == expected
 
 
 # --- Modalities -------------------------------------------------------------------------
