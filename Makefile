@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint system-deps viewer docs bench bench-dicomweb clean
+.PHONY: install run test lint system-deps viewer docs bench bench-dicomweb bench-worklist bench-hl7 clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ bench: install system-deps
 bench-dicomweb: install system-deps viewer
 	@bash bench/install-deps.sh
 	$(BIN)/python bench/dicomweb.py
+
+bench-worklist: install system-deps
+	$(BIN)/python bench/worklist.py
+
+bench-hl7: install system-deps
+	$(BIN)/python bench/hl7.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
