@@ -50,7 +50,7 @@ bench-worklist: install system-deps
 	$(BIN)/python bench/worklist.py
 
 bench-hl7: install system-deps
-	$(BIN)/python bench/hl7.py
+	$(BIN)/python bench/hl7_orders.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

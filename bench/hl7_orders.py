@@ -10,8 +10,8 @@ patients (ADT^A04), then:
 - throughput: ORM^O01 messages back to back on one MLLP connection, each waiting for its ACK
   (original mode, as interface engines send), new orders every time: messages per second.
 
-    .venv/bin/python bench/hl7.py                       # 300 timed orders, 2,000 for throughput
-    .venv/bin/python bench/hl7.py --orders 50 --burst 200   # smoke run
+    .venv/bin/python bench/hl7_orders.py          # 300 timed orders, 2,000 back to back
+    .venv/bin/python bench/hl7_orders.py --orders 50 --burst 200  # smoke run
 
 See docs/benchmarks.md.
 """
