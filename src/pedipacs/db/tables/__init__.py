@@ -12,9 +12,12 @@ from pedipacs.db.tables.change import Change
 from pedipacs.db.tables.patient import Patient
 from pedipacs.db.tables.peer import PeerRow
 from pedipacs.db.tables.ris import (
+    CommitmentRequest,
     Hl7MessageRecord,
+    ImageException,
     ImagingOrder,
     PatientIdentifier,
+    PerformedStep,
     RequestedProcedure,
     ScheduledStep,
 )
@@ -27,7 +30,9 @@ __all__ = [
     "BreakGlassAccess",
     "CareTeamMember",
     "Change",
+    "CommitmentRequest",
     "Hl7MessageRecord",
+    "ImageException",
     "ImagingOrder",
     "Instance",
     "InstanceConflict",
@@ -35,6 +40,7 @@ __all__ = [
     "Patient",
     "PatientIdentifier",
     "PeerRow",
+    "PerformedStep",
     "RequestedProcedure",
     "ScheduledStep",
     "Series",

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
-from sqlalchemy import Date, DateTime, ForeignKey, Index, String, Text, Time, UniqueConstraint
+from sqlalchemy import (
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pedipacs.db.base import Base, BigId, primary_id, uid, utc_datetime, utc_now
@@ -121,3 +131,68 @@ class Hl7MessageRecord(Base):
     received_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
     ack_code: Mapped[str] = mapped_column(String(2))  # AA, AE, AR
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class PerformedStep(Base):
+    """A Modality Performed Procedure Step (MPPS N-CREATE / N-SET): what the modality reports
+    it did, linked to the scheduled step and order it names when pedipacs knows them."""
+
+    __tablename__ = "performed_step"
+    __table_args__ = (
+        UniqueConstraint("sop_instance_uid"),
+        Index("ix_performed_step_order_fk", "order_fk"),
+    )
+
+    id: Mapped[primary_id]
+    sop_instance_uid: Mapped[uid]  # the MPPS instance the modality created
+    status: Mapped[str] = mapped_column(String(16))  # IN PROGRESS, COMPLETED, DISCONTINUED
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    order_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("imaging_order.id"))
+    scheduled_step_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("scheduled_step.id"))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    # Every attribute received so far, as DICOM JSON: N-SET merges into it, N-GET answers it.
+    attributes: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[utc_datetime] = mapped_column(default=utc_now, onupdate=utc_now)
+
+
+class CommitmentRequest(Base):
+    """A Storage Commitment request (N-ACTION) waiting for its N-EVENT-REPORT: a durable job,
+    sent by a background worker with retries, that survives a restart."""
+
+    __tablename__ = "commitment_request"
+    __table_args__ = (Index("ix_commitment_request_state_due_at", "state", "due_at"),)
+
+    id: Mapped[primary_id]
+    transaction_uid: Mapped[uid]
+    requester_ae_title: Mapped[str] = mapped_column(String(16))
+    # [[SOP Class UID, SOP Instance UID], ...] as JSON, in the order requested.
+    references: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # pending, reported, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ImageException(Base):
+    """A study whose images match no order, or disagree with their order (another patient):
+    kept out of the order until someone resolves it on the exceptions page."""
+
+    __tablename__ = "image_exception"
+    __table_args__ = (
+        UniqueConstraint("study_fk"),
+        Index("ix_image_exception_state", "state"),
+    )
+
+    id: Mapped[primary_id]
+    study_fk: Mapped[int] = mapped_column(BigId, ForeignKey("study.id"))
+    reason: Mapped[str] = mapped_column(String(32))  # no-order, patient-differs
+    order_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("imaging_order.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # open, attached, dismissed
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, time
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, Time
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, Time
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pedipacs.db.base import Base, BigId, primary_id, uid, utc_datetime, utc_now
@@ -40,6 +40,11 @@ class Study(Base):
     sop_classes_in_study: Mapped[str] = mapped_column(Text, default="")
     number_of_study_related_series: Mapped[int] = mapped_column(Integer, default=0)
     number_of_study_related_instances: Mapped[int] = mapped_column(Integer, default=0)
+    # The order the images were matched to (by Study Instance UID or accession number).
+    order_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("imaging_order.id"))
+    # Set once the patient changed after the images came (merge, new identifier, an exception
+    # attached to another child): answers then carry the index's patient, not the file's.
+    identity_changed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utc_now, onupdate=utc_now)
 
