@@ -21,6 +21,7 @@ ACCESSION = "A26-0001"
 STUDY_UID = "1.2.826.0.1.3680043.10.1001.1"
 OMI_ACCESSION = "A26-0002"
 OMI_STUDY_UID = "1.2.826.0.1.3680043.10.1001.2"
+PERMANENT_ID = "MRN900123"  # twin 2's permanent medical record number, given days later
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 
@@ -75,6 +76,45 @@ def newborn_pid() -> str:
             24: "Y",
             25: "2",
         },
+    )
+
+
+def permanent_pid(identifier: str = PERMANENT_ID) -> str:
+    """Twin 2 under her permanent number and her given name."""
+    return segment(
+        "PID",
+        {
+            1: "1",
+            3: f"{identifier}^^^{FACILITY}&1.2.250.1.999.1&ISO^MR",
+            5: "LEFEVRE^CLEMENCE^^^^^L",
+            7: "202611240342+0100",
+            8: "F",
+            21: f"{MOTHER_MRN}^^^{FACILITY}^MR",
+            24: "Y",
+            25: "2",
+        },
+    )
+
+
+def merge(control_id: str = "ADT0040", prior: str = NEWBORN_ID) -> bytes:
+    """ADT^A40: the temporary identity `prior` merged into the permanent one."""
+    return message(
+        msh(control_id, "ADT^A40^ADT_A39"),
+        segment("EVN", {1: "A40", 2: "20261127101500+0100"}),
+        permanent_pid(),
+        segment("MRG", {1: f"{prior}^^^{FACILITY}&1.2.250.1.999.1&ISO^TMP"}),
+    )
+
+
+def change_identifier(
+    control_id: str = "ADT0047", prior: str = NEWBORN_ID, new: str = PERMANENT_ID
+) -> bytes:
+    """ADT^A47: the identifier `prior` is replaced by `new` for the same patient."""
+    return message(
+        msh(control_id, "ADT^A47^ADT_A30"),
+        segment("EVN", {1: "A47", 2: "20261127101500+0100"}),
+        permanent_pid(new),
+        segment("MRG", {1: f"{prior}^^^{FACILITY}&1.2.250.1.999.1&ISO^TMP"}),
     )
 
 

@@ -44,10 +44,13 @@ _STORED_IDENTITY = (
     )
     .where(INSTANCE.c.sop_instance_uid == bindparam("b_uid"))
 )
-_PATIENT_ID = select(PATIENT.c.id).where(
+_PATIENT_ID = select(PATIENT.c.id, PATIENT.c.merged_into_fk).where(
     PATIENT.c.patient_id == bindparam("b_patient_id"),
     PATIENT.c.issuer_of_patient_id == bindparam("b_issuer"),
 )
+_MERGED_INTO = select(PATIENT.c.merged_into_fk).where(PATIENT.c.id == bindparam("b_id"))
+# A merge chain longer than this is a loop, not a history.
+MAX_MERGE_HOPS = 16
 _STUDY_LOCKED = (
     select(
         STUDY.c.id,
@@ -122,8 +125,8 @@ def add_instance(
 ) -> None:
     """Index a new instance (with its DICOM JSON metadata) and keep every aggregate exact."""
     connection = session.connection()
-    patient_fk = _patient(connection, header)
-    study = _study(connection, header, patient_fk)
+    patient_fk, is_merged = _patient(connection, header)
+    study = _study(connection, header, patient_fk, identity_changed=is_merged)
     series_fk, is_new_series = _series(connection, header, study.id)
     inserted = connection.execute(
         _INSERT_INSTANCE,
@@ -215,7 +218,9 @@ def _existing_or_created(
     return row
 
 
-def _patient(connection: Connection, header: InstanceHeader) -> int:
+def _patient(connection: Connection, header: InstanceHeader) -> tuple[int, bool]:
+    """The patient the images belong to, and whether that is another patient than the one they
+    name: images of a merged (temporary) identity go to the surviving patient."""
     row = _existing_or_created(
         connection,
         _PATIENT_ID,
@@ -224,7 +229,13 @@ def _patient(connection: Connection, header: InstanceHeader) -> int:
         lambda: _new_patient_values(header),
         ["patient_id", "issuer_of_patient_id"],
     )
-    return int(row.id)
+    patient_fk, merged_into = int(row.id), row.merged_into_fk
+    for _ in range(MAX_MERGE_HOPS):
+        if merged_into is None:
+            break
+        patient_fk = int(merged_into)
+        merged_into = connection.execute(_MERGED_INTO, {"b_id": patient_fk}).scalar_one()
+    return patient_fk, patient_fk != row.id
 
 
 def _new_patient_values(header: InstanceHeader) -> dict[str, Any]:
@@ -251,14 +262,16 @@ class _StudyRow:
     is_new: bool
 
 
-def _study(connection: Connection, header: InstanceHeader, patient_fk: int) -> _StudyRow:
+def _study(
+    connection: Connection, header: InstanceHeader, patient_fk: int, *, identity_changed: bool
+) -> _StudyRow:
     """The study row, locked (on PostgreSQL) for the aggregate update; created when new."""
     row = _existing_or_created(
         connection,
         _STUDY_LOCKED,
         {"b_uid": header.study_instance_uid},
         STUDY,
-        lambda: _new_study_values(header, patient_fk),
+        lambda: {**_new_study_values(header, patient_fk), "identity_changed": identity_changed},
         ["study_instance_uid"],
     )
     if row.patient_fk != patient_fk:

@@ -19,11 +19,12 @@ from pedipacs.db.engine import Database
 from pedipacs.db.query_sql import compile_locations
 from pedipacs.dicom.header import read_dataset_header
 from pedipacs.dicom.json_model import metadata_json
+from pedipacs.dicom.patient_coercion import corrected_instance, corrected_metadata
 from pedipacs.dicom.transfer_syntax import transcode
 from pedipacs.errors import InvalidQueryError, PatientNotInCareError, StorageUnavailable
 from pedipacs.model.origin import Origin
 from pedipacs.model.query import Query
-from pedipacs.model.records import InstanceLocation, InstanceMetadata
+from pedipacs.model.records import InstanceLocation, InstanceMetadata, PatientDemographics
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 from pedipacs.storage.blob_store import BlobStore
 
@@ -100,13 +101,17 @@ class RetrieveService:
         self._refuse_outside_scope(locations, origin, "metadata")
         self._audit_or_refuse(locations, origin, "metadata")
         return [
-            InstanceMetadata(location, row.dicom_json or self._metadata_from_file(location))
+            InstanceMetadata(location, self._corrected(location, row.dicom_json))
             for location, row in zip(locations, rows, strict=True)
         ]
 
-    def _metadata_from_file(self, location: InstanceLocation) -> str:
-        data = self.read_bytes(location)
-        return metadata_json(read_dataset_header(data), data)
+    def _corrected(self, location: InstanceLocation, stored_json: str | None) -> str:
+        if stored_json is None:
+            data = self.read_bytes(location)  # corrected already, when it needs to be
+            return metadata_json(read_dataset_header(data), data)
+        if location.corrected_patient is None:
+            return stored_json
+        return corrected_metadata(stored_json, location.corrected_patient)
 
     def _rows(self, query: Query, *, with_metadata: bool) -> Sequence[Any]:
         if not query.constraints:
@@ -156,7 +161,9 @@ class RetrieveService:
             raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
 
     def open(self, location: InstanceLocation) -> BinaryIO:
-        """The stored bytes as a file object, for streaming; the caller closes it."""
+        """The instance's bytes as a file object, for streaming; the caller closes it."""
+        if location.corrected_patient is not None:
+            return BytesIO(self.read_bytes(location))
         return self._blob_store.open(location.blob_key)
 
     def transcoded(self, location: InstanceLocation, transfer_syntax_uid: str) -> bytes:
@@ -180,30 +187,50 @@ class RetrieveService:
                 patient_id=row.patient_id,
                 study_instance_uid=row.study_instance_uid,
                 series_instance_uid=row.series_instance_uid,
+                corrected_patient=PatientDemographics(
+                    patient_id=row.patient_id,
+                    issuer_of_patient_id=row.issuer_of_patient_id,
+                    patient_name=row.patient_name,
+                    birth_date=row.patient_birth_date,
+                    sex=row.patient_sex,
+                )
+                if row.identity_changed
+                else None,
             )
             for row in rows
         ]
 
     def local_path(self, location: InstanceLocation) -> Path | None:
-        """The stored file itself when the store is local (for zero-copy sending), else None."""
+        """The stored file itself when the store is local and the file can be sent as it is
+        (for zero-copy sending), else None."""
+        if location.corrected_patient is not None:
+            return None
         return self._blob_store.local_path(location.blob_key)
 
     @contextmanager
     def local_file(self, location: InstanceLocation) -> Iterator[Path]:
-        """A local file with the stored bytes, unchanged; a temporary copy for remote stores."""
-        path = self._blob_store.local_path(location.blob_key)
+        """A local file with the instance's bytes: the stored file itself when it can be sent
+        as it is, else a temporary copy (a remote store, a corrected patient)."""
+        path = self.local_path(location)
         if path is not None:
             yield path
             return
         with tempfile.TemporaryDirectory(prefix="pedipacs-retrieve-") as folder:
             copy = Path(folder) / "instance.dcm"
-            with self._blob_store.open(location.blob_key) as source, copy.open("wb") as target:
-                shutil.copyfileobj(source, target, 1024 * 1024)
+            if location.corrected_patient is not None:
+                copy.write_bytes(self.read_bytes(location))
+            else:
+                with self._blob_store.open(location.blob_key) as source, copy.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1024 * 1024)
             yield copy
 
     def read_bytes(self, location: InstanceLocation) -> bytes:
+        """The instance's bytes: as stored, or with the patient the archive knows now."""
         with self._blob_store.open(location.blob_key) as handle:
-            return handle.read()
+            data = handle.read()
+        if location.corrected_patient is None:
+            return data
+        return corrected_instance(data, location.corrected_patient)
 
     def _audit(self, locations: list[InstanceLocation], origin: Origin, purpose: str) -> None:
         studies = sorted({(loc.patient_id, loc.study_instance_uid) for loc in locations})

@@ -80,6 +80,9 @@ def compile_query(query: Query, patient_scope: Collection[str] | None = None) ->
     statement = statement.select_from(_joined(query.level))
     if query.level is QueryLevel.SCHEDULED_PROCEDURE_STEP:
         statement = statement.where(_on_worklist())
+    if query.level is QueryLevel.PATIENT:
+        # A patient merged into another is known only by the survivor (HL7 A40).
+        statement = statement.where(Patient.merged_into_fk.is_(None))
     if patient_scope is not None:
         statement = statement.where(_any_of_patients(patient_scope))
     for key_match in query.constraints:
@@ -475,6 +478,12 @@ def compile_locations(query: Query, *, with_metadata: bool = False) -> Select[An
         Patient.patient_id,
         Study.study_instance_uid,
         Series.series_instance_uid,
+        # What an answer must carry when the patient changed after the images came.
+        Study.identity_changed,
+        Patient.issuer_of_patient_id,
+        Patient.patient_name,
+        Patient.patient_birth_date,
+        Patient.patient_sex,
     ]
     joined = _joined(QueryLevel.IMAGE)
     if with_metadata:

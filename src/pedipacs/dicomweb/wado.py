@@ -77,10 +77,13 @@ def instance_url(root: str, location: InstanceLocation) -> str:
 
 
 def _etag(locations: Sequence[InstanceLocation], variant: str) -> str:
-    """Changes whenever an instance is added or its bytes replaced (a new blob key)."""
+    """Changes whenever an instance is added, its bytes replaced (a new blob key) or its
+    patient corrected (merge, change of identifier)."""
     digest = hashlib.sha256(variant.encode())
     for location in locations:
         digest.update(location.blob_key.encode())
+        if location.corrected_patient is not None:
+            digest.update(repr(location.corrected_patient).encode())
     return f'"{digest.hexdigest()[:32]}"'
 
 
@@ -105,7 +108,8 @@ def _retrieve(call: DicomwebCall, query: Query) -> Response:
     _check_producible(choice.transfer_syntax, locations)
     etag = _etag(locations, f"instances {choice.transfer_syntax}")
     is_single = query.level is QueryLevel.IMAGE
-    headers = {"ETag": etag, "Cache-Control": CACHE_IMMUTABLE if is_single else CACHE_REVALIDATE}
+    # Revalidated, never kept blindly: the patient an instance carries can change (a merge).
+    headers = {"ETag": etag, "Cache-Control": CACHE_REVALIDATE}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     if is_single and choice.transfer_syntax not in (None, locations[0].transfer_syntax_uid):
@@ -191,8 +195,7 @@ def _metadata(call: DicomwebCall, query: Query) -> Response:
         for record in records
     )
     etag = _etag([r.location for r in records], f"metadata {root}")
-    cache = CACHE_IMMUTABLE if query.level is QueryLevel.IMAGE else CACHE_REVALIDATE
-    return json_response(request, f"[{body}]".encode(), cache_control=cache, etag=etag)
+    return json_response(request, f"[{body}]".encode(), cache_control=CACHE_REVALIDATE, etag=etag)
 
 
 @router.get(STUDY + "/metadata", summary="WADO-RS: metadata of a study")

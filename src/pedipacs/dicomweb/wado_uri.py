@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pedipacs.dicom import rendering
-from pedipacs.dicomweb.deps import CACHE_IMMUTABLE, Call
+from pedipacs.dicomweb.deps import CACHE_IMMUTABLE, CACHE_REVALIDATE, Call
 from pedipacs.dicomweb.media import DICOM, NotAcceptableError
 from pedipacs.dicomweb.wado import file_chunks, uid_query
 from pedipacs.errors import InvalidInput, NotFound
@@ -72,7 +72,7 @@ def wado_uri(call: Call) -> Response:
     for media_type in wanted:
         if media_type == DICOM:
             syntax = request.query_params.get("transferSyntax") or location.transfer_syntax_uid
-            headers = {"Cache-Control": CACHE_IMMUTABLE}
+            headers = {"Cache-Control": CACHE_REVALIDATE}  # the patient can change (merge)
             if syntax == location.transfer_syntax_uid:
                 chunks = file_chunks(services.retrieve, location)  # streamed, never held
                 return StreamingResponse(chunks, media_type=DICOM, headers=headers)

@@ -14,6 +14,14 @@ PID fields read:
 - A temporary identity (a newborn or an unknown patient before the permanent number): PID-31
   Identity Unknown Indicator `Y`, or a primary identifier of type `TMP` (site convention) or
   `ANON` (table 0203, anonymous identifier).
+
+Changes of identity (`ris.identity`):
+
+- A40 merge: each PID/MRG pair merges the patient of MRG-1 (the prior identifier, its first
+  repetition) into the patient of the PID (registered or updated first). Orders and studies
+  follow; answers then carry the surviving identity. Pairs apply in order, all or none.
+- A47 change of identifier: the identifier of MRG-1 becomes the PID-3 identifier (its first
+  repetition) for the same patient, whose other PID fields are updated as in A08.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from pedipacs.hl7.messages import (
 from pedipacs.hl7.values import checked_text, person_name, timestamp_from_dtm
 from pedipacs.model.origin import Origin
 from pedipacs.model.ris import PatientIdentity, PatientRegistration
+from pedipacs.ris.identity import change_identifier, merge_patients
 from pedipacs.ris.patients import register_patient
 
 # The work a message asks for, applied at most once by the inbox in one transaction.
@@ -59,6 +68,86 @@ def handle_adt_registration(message: Message, origin: Origin) -> Work:
         return f"patient {_label(registration.primary)} recorded"
 
     return apply
+
+
+def handle_adt_merge(message: Message, origin: Origin) -> Work:
+    """ADT^A40: merge the patient of each MRG into the patient of the PID before it."""
+    pairs = [(registration_from_pid(pid), _prior(mrg)) for pid, mrg in _pid_mrg_pairs(message)]
+
+    def apply(session: Session) -> str:
+        done = []
+        for survivor, prior in pairs:
+            outcome = merge_patients(session, survivor, prior, origin)
+            done.append(
+                f"patient {_label(outcome.prior)} already merged into {_label(outcome.survivor)}"
+                if outcome.already_merged
+                else f"patient {_label(outcome.prior)} merged into {_label(outcome.survivor)} "
+                f"({outcome.studies_moved} studies, {outcome.orders_moved} orders)"
+            )
+        return "; ".join(done)
+
+    return apply
+
+
+def handle_adt_change_identifier(message: Message, origin: Origin) -> Work:
+    """ADT^A47: the identifier of MRG-1 is replaced by the first of PID-3."""
+    [(pid, mrg)] = _pid_mrg_pairs(message, at_most_one=True)
+    registration = registration_from_pid(pid)
+    prior = _prior(mrg)
+
+    def apply(session: Session) -> str:
+        change_identifier(session, prior, registration.primary, origin, registration)
+        return f"identifier {_label(prior)} changed to {_label(registration.primary)}"
+
+    return apply
+
+
+def _pid_mrg_pairs(message: Message, *, at_most_one: bool = False) -> list[tuple[Segment, Segment]]:
+    """Each MRG with the PID before it (ADT_A39 repeats the pair; ADT_A30 has one)."""
+    pairs: list[tuple[Segment, Segment]] = []
+    pid: Segment | None = None
+    for segment in message:
+        if segment.name == "PID":
+            pid = segment
+        elif segment.name == "MRG":
+            if pid is None:
+                raise Hl7ContentError(
+                    "MRG without a PID before it",
+                    segment.location(1),
+                    ErrorCode.SEGMENT_SEQUENCE_ERROR,
+                )
+            pairs.append((pid, segment))
+            pid = None
+    if not pairs:
+        raise Hl7ContentError(
+            "the message has no MRG segment: which patient is merged or changed?",
+            Location("MRG", 1, 1),
+            ErrorCode.REQUIRED_FIELD_MISSING,
+        )
+    if at_most_one and len(pairs) > 1:
+        raise Hl7ContentError(
+            "one PID/MRG pair is expected",
+            pairs[1][1].location(1),
+            ErrorCode.SEGMENT_SEQUENCE_ERROR,
+        )
+    return pairs
+
+
+def _prior(mrg: Segment) -> PatientIdentity:
+    """MRG-1, the prior patient identifier (its first repetition)."""
+    repetitions = mrg.repetitions(1)
+    prior = (
+        identity_from_cx(repetitions[0], mrg.location(1), "prior patient identifier")
+        if repetitions
+        else None
+    )
+    if prior is None:
+        raise Hl7ContentError(
+            "MRG-1 is empty: the prior patient identifier is required",
+            mrg.location(1),
+            ErrorCode.REQUIRED_FIELD_MISSING,
+        )
+    return prior
 
 
 def registration_from_pid(pid: Segment) -> PatientRegistration:

@@ -22,7 +22,13 @@ from pedipacs.hl7.ack import (
     acknowledgement_from_outcome,
     build_ack,
 )
-from pedipacs.hl7.adt import REGISTRATION_EVENTS, Work, handle_adt_registration
+from pedipacs.hl7.adt import (
+    REGISTRATION_EVENTS,
+    Work,
+    handle_adt_change_identifier,
+    handle_adt_merge,
+    handle_adt_registration,
+)
 from pedipacs.hl7.messages import (
     ErrorCode,
     Header,
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Message, Origin], Work]
 HANDLERS: dict[tuple[str, str], Handler] = {
     **{("ADT", event): handle_adt_registration for event in REGISTRATION_EVENTS},
+    ("ADT", "A40"): handle_adt_merge,
+    ("ADT", "A47"): handle_adt_change_identifier,
     ("ORM", "O01"): handle_orm_o01,
     ("OMI", "O23"): handle_omi_o23,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 
@@ -75,6 +75,18 @@ class QueryMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class PatientDemographics:
+    """The patient an answer must carry when it is no longer the one the stored file names
+    (after a merge or a change of identifier): the index's patient, not the file's."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str | None
+    birth_date: date | None
+    sex: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceLocation:
     """Where a stored instance's bytes are, for retrieval."""
 
@@ -86,6 +98,8 @@ class InstanceLocation:
     patient_id: str
     study_instance_uid: str
     series_instance_uid: str
+    # Set when the patient changed after the images came: answers carry it instead.
+    corrected_patient: PatientDemographics | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,9 +185,12 @@ class PatientService:
                     .order_by(PatientIdentifier.id)
                 )
             )
-            primary = PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)
-            ordered = (primary, *(i for i in identifiers if (i.identifier, i.issuer) != (
-                primary.identifier, primary.issuer)))  # fmt: skip
+            key = (patient.patient_id, patient.issuer_of_patient_id)
+            primary = next(
+                (i for i in identifiers if (i.identifier, i.issuer) == key),
+                PatientIdentity(*key),
+            )
+            ordered = (primary, *(i for i in identifiers if i is not primary))
             mother = (
                 PatientIdentity(patient.mother_identifier, patient.mother_issuer or "")
                 if patient.mother_identifier

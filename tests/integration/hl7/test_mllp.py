@@ -126,7 +126,7 @@ def test_malformed_messages_are_refused_and_change_nothing(hl7_node: Hl7Node) ->
         "missing PID-3": samples.with_field(samples.adt("ADT0002"), "PID", 3, ""),
         "wrong encoding characters": samples.adt("ADT0003").replace(b"|^~\\&|", b"|^~\\^|"),
         "order without PID": samples.without_segment(samples.orm("ORM0004"), "PID"),
-        "unsupported event": samples.adt("ADT0005", event="A40"),
+        "unsupported event": samples.adt("ADT0005", event="A37"),
         "not HL7": b"GET / HTTP/1.1\r\nHost: pedipacs\r\n\r\n",
     }
 

@@ -101,7 +101,7 @@ def test_a_failing_order_leaves_its_patient_registration_unapplied(
         (samples.adt().replace(b"MSH|^~\\&|", b"MSH|^~~&|"), "AE", "102"),
         (samples.without_segment(samples.orm(), "PID"), "AE", "100"),
         (samples.with_field(samples.orm(), "OBR", 4, ""), "AE", "101"),
-        (samples.adt(event="A40"), "AR", "201"),
+        (samples.adt(event="A37"), "AR", "201"),
         (samples.with_field(samples.adt(), "MSH", 9, "ORU^R01"), "AR", "200"),
         (samples.with_field(samples.adt(), "MSH", 12, "3.0"), "AR", "203"),
         (samples.with_field(samples.adt(), "MSH", 10, ""), "AE", "101"),
@@ -109,7 +109,7 @@ def test_a_failing_order_leaves_its_patient_registration_unapplied(
         (b"", "AR", "100"),
     ],
     ids=["no-pid-3", "bad-segment", "bad-encoding", "orm-without-pid", "no-obr-4",
-         "a40-unsupported", "oru-unsupported", "version-3", "no-control-id", "no-msh", "empty"],
+         "a37-unsupported", "oru-unsupported", "version-3", "no-control-id", "no-msh", "empty"],
 )  # fmt: skip
 def test_wrong_messages_are_refused_and_change_nothing(
     node: Node, receiver: Hl7Receiver, data: bytes, code: str, err: str
