@@ -34,6 +34,8 @@ SEEDS = {
     "orm": samples.orm(),
     "omi": samples.omi(),
     "orm-cancel": samples.orm(control="CA"),
+    "a47": samples.change_identifier(),
+    "a40": samples.merge(),
 }
 # Delimiters, segment and frame separators, a NUL, the HL7 null, non-ASCII and non-UTF-8 bytes.
 SPECIAL = [b"|", b"^", b"~", b"\\", b"&", b"\r", b"\n", b"\x0b", b"\x1c", b"\x00", b'""']
@@ -120,7 +122,7 @@ def test_mutated_messages_are_always_acknowledged(fuzz_node: Node, seed: str) ->
     def receive_one(data: bytes) -> None:
         number = TRIED[seed] = TRIED.get(seed, 0) + 1
         # A control ID of its own, so that each message is applied, not taken as a resend.
-        for control_id in (b"|ADT0001|", b"|ORM0001|", b"|OMI0001|"):
+        for control_id in (b"|ADT0001|", b"|ORM0001|", b"|OMI0001|", b"|ADT0040|", b"|ADT0047|"):
             data = data.replace(control_id, f"|F{number}|".encode())
         before = _state(fuzz_node)
 
