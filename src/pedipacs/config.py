@@ -206,6 +206,24 @@ class Settings(BaseSettings):
         description="Blobs without an index row older than this are swept at start-up "
         "(left over from a crash between writing bytes and indexing them).",
     )
+    commitment_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the Storage Commitment worker looks for reports to send "
+        "(requests taken by another DIMSE worker process, retries that became due).",
+    )
+    commitment_retry_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Wait after a Storage Commitment report could not be delivered; it doubles "
+        "with each failed attempt, up to 10 minutes.",
+    )
+    commitment_max_attempts: int = Field(
+        30,
+        gt=0,
+        description="Delivery attempts of a Storage Commitment report before it is marked "
+        "failed (30: about 4 hours of retries).",
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR.")
 
     @field_validator("ae_title")

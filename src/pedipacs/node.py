@@ -10,6 +10,7 @@ from typing import Any
 
 from pydicom import config as pydicom_config
 
+from pedipacs.archive.commitment import CommitmentService
 from pedipacs.archive.ingest import IngestService
 from pedipacs.archive.integrity import IntegrityService, SweepReport
 from pedipacs.archive.peers import PeerService
@@ -21,6 +22,8 @@ from pedipacs.db.engine import Database
 from pedipacs.ris.inbox import Hl7Inbox
 from pedipacs.ris.orders import OrderService
 from pedipacs.ris.patients import PatientService
+from pedipacs.ris.performed import PerformedStepService
+from pedipacs.ris.reconcile import ExceptionService
 from pedipacs.security.access import AccessPolicy
 from pedipacs.security.accounts import AccountService, SessionRules
 from pedipacs.security.audit import AuditTrail
@@ -38,13 +41,16 @@ class Node:
     queries: QueryService
     retrieve: RetrieveService
     peers: PeerService
+    commitments: CommitmentService
     accounts: AccountService
     access: AccessPolicy
     patients: PatientService
     orders: OrderService
+    performed_steps: PerformedStepService
     hl7_inbox: Hl7Inbox
     integrity: IntegrityService
     audit: AuditTrail
+    exceptions: ExceptionService
     # Set when several processes share metrics (prometheus_client multiprocess mode).
     metrics_dir: Path | None = None
     _dimse_servers: list[Any] = field(default_factory=list, repr=False)
@@ -77,6 +83,11 @@ class Node:
             peers=PeerService(
                 database, access, accept_unknown_calling_aes=settings.accept_unknown_calling_aes
             ),
+            commitments=CommitmentService(
+                database,
+                retry_seconds=settings.commitment_retry_seconds,
+                max_attempts=settings.commitment_max_attempts,
+            ),
             accounts=AccountService(
                 database,
                 SessionRules(
@@ -89,9 +100,11 @@ class Node:
             access=access,
             patients=PatientService(database),
             orders=OrderService(database),
+            performed_steps=PerformedStepService(database),
             hl7_inbox=Hl7Inbox(database),
             integrity=IntegrityService(database, blob_store),
             audit=AuditTrail(database),
+            exceptions=ExceptionService(database),
             metrics_dir=metrics_dir,
         )
 
@@ -116,7 +129,14 @@ class Node:
             max_associations=settings.max_associations,
             network_timeout=settings.network_timeout,
         )
-        services = DimseServices(self.ingest, self.queries, self.retrieve, self.peers)
+        services = DimseServices(
+            self.ingest,
+            self.queries,
+            self.retrieve,
+            self.peers,
+            commitments=self.commitments,
+            performed_steps=self.performed_steps,
+        )
         handlers = event_handlers(services, settings.ae_title)
         listeners: list[tuple[int, SSLContext | None]] = [(settings.dicom_port, None)]
         if settings.tls_certificate_file is not None and settings.tls_key_file is not None:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 AUDIT_EXPORT_STOP_SECONDS = 15.0
+COMMITMENT_REPORTS_STOP_SECONDS = 15.0
 
 
 def configure_logging(level: str) -> None:
@@ -75,6 +76,7 @@ def serve(settings: Settings) -> None:
         pool = DimseWorkers(settings, workers, on_fatal=lambda: setattr(http, "should_exit", True))
         pool.start()
     audit_export = _start_audit_export(settings, node)
+    commitment_reports = _start_commitment_reports(settings, node)
     hl7 = _hl7_server(node)
     try:
         _start_hl7(hl7, settings)
@@ -89,6 +91,7 @@ def serve(settings: Settings) -> None:
             thread, stop = audit_export
             stop.set()
             thread.join(AUDIT_EXPORT_STOP_SECONDS)
+        commitment_reports.stop(COMMITMENT_REPORTS_STOP_SECONDS)
         node.stop()
     if pool is not None and pool.failed:
         raise SystemExit("DICOM workers could not start; see the log above")
@@ -103,6 +106,20 @@ def _start_audit_export(settings: Settings, node: Any) -> tuple[threading.Thread
         return None
     log.info("audit records go to the ATNA collector %s", exporter.collector)
     return run_in_background(exporter)
+
+
+def _start_commitment_reports(settings: Settings, node: Any) -> Any:
+    """The Storage Commitment report worker: one thread of the supervisor, whichever DIMSE
+    worker process took the request."""
+    from pedipacs.dimse.commitment import start_commitment_reports
+
+    return start_commitment_reports(
+        node.commitments,
+        ae_title=settings.ae_title,
+        network_timeout=settings.network_timeout,
+        max_pdu_size=settings.max_pdu_size,
+        poll_seconds=settings.commitment_poll_seconds,
+    )
 
 
 def _hl7_server(node: Any) -> Any:

@@ -55,8 +55,11 @@ class RunningServer:
     def stream(self, method: str, url: str, **kwargs: Any) -> Any:
         return httpx.stream(method, url, **self._signed(kwargs))
 
-    def register_peer(self, ae_title: str, allow: str) -> None:
-        """`pedipacs peer add` on this server's database, as an operator would."""
+    def register_peer(
+        self, ae_title: str, allow: str, *, host: str = "127.0.0.1", port: int = 104
+    ) -> None:
+        """`pedipacs peer add` on this server's database, as an operator would; `host` and
+        `port` are where pedipacs reaches it (C-MOVE, Storage Commitment reports)."""
         env = {
             **os.environ,
             "PEDIPACS_DATA_DIR": str(self.data_dir),
@@ -64,7 +67,7 @@ class RunningServer:
         }
         added = subprocess.run(
             [sys.executable, "-m", "pedipacs", "peer", "add", ae_title.lower(), "--aet",
-             ae_title, "--host", "127.0.0.1", "--port", "104", "--allow", allow],
+             ae_title, "--host", host, "--port", str(port), "--allow", allow],
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert added.returncode == 0, added.stderr

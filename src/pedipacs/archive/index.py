@@ -21,6 +21,7 @@ from pedipacs.db.tables import Change, Instance, InstanceMetadata, Patient, Seri
 from pedipacs.dicom.header import InstanceHeader
 from pedipacs.errors import InconsistentIdentityError
 from pedipacs.model.values import pn_search_form
+from pedipacs.ris.reconcile import reconcile_new_study
 from pedipacs.storage.blob_store import BlobInfo
 
 PATIENT: Table = Patient.__table__  # type: ignore[assignment]
@@ -58,6 +59,7 @@ _STUDY_LOCKED = (
         STUDY.c.modalities_in_study,
         STUDY.c.sop_classes_in_study,
         STUDY.c.number_of_study_related_instances,
+        STUDY.c.identity_changed,
     )
     .where(STUDY.c.study_instance_uid == bindparam("b_uid"))
     .with_for_update()
@@ -122,8 +124,13 @@ def add_instance(
     dataset_sha256: str,
     source_ae_title: str | None,
     metadata: str,
+    *,
+    unmatched_is_exception: bool = True,
 ) -> None:
-    """Index a new instance (with its DICOM JSON metadata) and keep every aggregate exact."""
+    """Index a new instance (with its DICOM JSON metadata) and keep every aggregate exact.
+
+    The first instance of a study matches the study to its order (`ris.reconcile`); with
+    `unmatched_is_exception` False a study matching no order opens no exception."""
     connection = session.connection()
     patient_fk, is_merged = _patient(connection, header)
     study = _study(connection, header, patient_fk, identity_changed=is_merged)
@@ -147,7 +154,12 @@ def add_instance(
         )
     connection.execute(
         _COUNT_PATIENT,
-        {"b_id": patient_fk, "b_new_series": int(is_new_series), "b_new_study": int(study.is_new)},
+        # The study's patient: not the header's when the study was moved to another patient.
+        {
+            "b_id": study.patient_fk,
+            "b_new_series": int(is_new_series),
+            "b_new_study": int(study.is_new),
+        },
     )
     connection.execute(
         _INSERT_CHANGE,
@@ -158,6 +170,9 @@ def add_instance(
             "study_instance_uid": header.study_instance_uid,
         },
     )
+    if study.is_new:
+        # Matched to its order once, with its first image; never fails the ingest.
+        reconcile_new_study(session, study.id, unmatched_is_exception=unmatched_is_exception)
 
 
 def replace_instance(
@@ -274,7 +289,9 @@ def _study(
         lambda: {**_new_study_values(header, patient_fk), "identity_changed": identity_changed},
         ["study_instance_uid"],
     )
-    if row.patient_fk != patient_fk:
+    # A study moved to another patient by a person (an exception resolved) keeps taking the
+    # modality's images under the identity it first had: answers carry the corrected one.
+    if row.patient_fk != patient_fk and not row.identity_changed:
         raise InconsistentIdentityError(
             f"study {header.study_instance_uid} is stored for another patient than "
             f"PatientID {header.patient_id!r}"

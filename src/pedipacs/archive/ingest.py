@@ -35,7 +35,7 @@ from pedipacs.errors import (
     StorageUnavailable,
     StudyMismatchError,
 )
-from pedipacs.model.origin import Origin
+from pedipacs.model.origin import Door, Origin
 from pedipacs.model.records import StoredInstance, StoreOutcome
 from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
 from pedipacs.storage.blob_store import BlobInfo, BlobStore
@@ -199,7 +199,16 @@ class IngestService:
             stored = index.stored_identity(session, header.sop_instance_uid)
             decision = self._decide(stored, header, sha256)
             if decision is DuplicateDecision.NEW:
-                index.add_instance(session, header, blob, sha256, origin.remote_ae, metadata)
+                index.add_instance(
+                    session,
+                    header,
+                    blob,
+                    sha256,
+                    origin.remote_ae,
+                    metadata,
+                    # Files imported from a folder (priors, outside studies) have no order.
+                    unmatched_is_exception=origin.door is not Door.CLI,
+                )
                 outcome = StoreOutcome.STORED
             elif decision is DuplicateDecision.REPLACE and stored is not None:
                 index.replace_instance(session, header, blob, sha256, origin.remote_ae, metadata)

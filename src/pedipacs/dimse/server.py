@@ -15,6 +15,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts, build_contex
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pedipacs import metrics
+from pedipacs.archive.commitment import CommitmentService
 from pedipacs.archive.ingest import IngestService
 from pedipacs.archive.peers import PeerService
 from pedipacs.archive.query import QueryService
@@ -26,12 +27,15 @@ from pedipacs.dimse.c_find import FIND_MODELS, handle_c_find
 from pedipacs.dimse.c_get import GET_MODELS, handle_c_get
 from pedipacs.dimse.c_move import MOVE_MODELS, handle_c_move
 from pedipacs.dimse.c_store import handle_c_store
+from pedipacs.dimse.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
+from pedipacs.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, handle_n_create, handle_n_set
 from pedipacs.dimse.sending import nodelay_handler
 from pedipacs.dimse.transport import (
     BoundedRequestHandler,
     adapt_reactor_delays,
     shorten_reactor_delays,
 )
+from pedipacs.ris.performed import PerformedStepService
 
 VERIFICATION = "1.2.840.10008.1.1"
 _LAST = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2")
@@ -52,6 +56,8 @@ class DimseServices:
     queries: QueryService
     retrieve: RetrieveService
     peers: PeerService
+    commitments: CommitmentService
+    performed_steps: PerformedStepService
 
 
 class PedipacsAssociationServer(ThreadedAssociationServer):
@@ -99,6 +105,12 @@ def build_ae(
         ae.add_supported_context(sop_class, ACCEPTANCE_ORDER, scu_role=True, scp_role=True)
     for sop_class in QUERY_RETRIEVE_CLASSES:
         ae.add_supported_context(sop_class, ACCEPTANCE_ORDER)
+    # We are its SCP; accept the roles a requestor proposes (some offer to take the report as
+    # SCP on this association; pedipacs sends it on a new one, see dimse/commitment.py).
+    ae.add_supported_context(
+        STORAGE_COMMITMENT_PUSH_MODEL, ACCEPTANCE_ORDER, scu_role=True, scp_role=True
+    )
+    ae.add_supported_context(MODALITY_PERFORMED_PROCEDURE_STEP, ACCEPTANCE_ORDER)
     return ae
 
 
@@ -142,6 +154,9 @@ def event_handlers(services: DimseServices, ae_title: str) -> list[Any]:
         (evt.EVT_C_FIND, handle_c_find, [services.queries, services.peers, ae_title]),
         (evt.EVT_C_GET, handle_c_get, [services.retrieve, services.peers]),
         (evt.EVT_C_MOVE, handle_c_move, [services.retrieve, services.peers]),
+        (evt.EVT_N_ACTION, handle_n_action, [services.commitments, services.peers]),
+        (evt.EVT_N_CREATE, handle_n_create, [services.performed_steps, services.peers]),
+        (evt.EVT_N_SET, handle_n_set, [services.performed_steps, services.peers]),
     ]
 
 

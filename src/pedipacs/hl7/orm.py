@@ -60,7 +60,7 @@ from pedipacs.model.ris import (
     ProcedureRequest,
     ScheduledStepRequest,
 )
-from pedipacs.ris.orders import cancel_order, change_order, place_order
+from pedipacs.ris.orders import cancel_order, change_order_for, place_order_for
 from pedipacs.ris.patients import register_patient
 
 PLACE, CHANGE = "NW", "XO"
@@ -104,20 +104,23 @@ def _orders(message: Message, origin: Origin) -> Work:
 
     def apply(session: Session) -> str:
         done: list[str] = []
-        if registration is not None:
-            register_patient(session, registration, origin)
+        pending = registration  # the PID's patient, registered with the first order for them
         for action in actions:
             if action.control == PLACE:
                 assert action.order is not None
-                place_order(session, action.order, origin)
+                place_order_for(session, pending, action.order, origin)
+                pending = None
                 done.append(f"order {action.accession_number} placed")
             elif action.control == CHANGE:
                 assert action.order is not None
-                change_order(session, action.order, origin)
+                change_order_for(session, pending, action.order, origin)
+                pending = None
                 done.append(f"order {action.accession_number} changed")
             else:
                 cancel_order(session, action.accession_number, origin, reason=action.reason)
                 done.append(f"order {action.accession_number} cancelled")
+        if pending is not None:  # a message that only cancels still updates its patient
+            register_patient(session, pending, origin)
         return "; ".join(done)
 
     return apply

@@ -17,8 +17,10 @@ from pedipacs.security.accounts import SESSION, AccountService
 from pedipacs.web import health
 from pedipacs.web.pages.account import account_router, break_glass_router, password_router
 from pedipacs.web.pages.audit import audit_router
+from pedipacs.web.pages.exceptions import exceptions_router
 from pedipacs.web.pages.landing import landing_router
 from pedipacs.web.pages.oidc import oidc_router
+from pedipacs.web.pages.orders import orders_router
 from pedipacs.web.security_headers import SecurityHeadersMiddleware
 from pedipacs.web.viewer import viewer_router
 
@@ -54,6 +56,8 @@ def create_app(node: Node) -> FastAPI:
         app.include_router(oidc_router(node.accounts, settings))
     app.include_router(password_router(node.accounts))
     app.include_router(audit_router(node.audit))
+    app.include_router(exceptions_router(node.exceptions))
+    app.include_router(orders_router(node.orders))
     app.include_router(
         break_glass_router(node.access, break_glass_minutes=settings.break_glass_minutes)
     )

@@ -189,7 +189,7 @@ class ImageException(Base):
 
     id: Mapped[primary_id]
     study_fk: Mapped[int] = mapped_column(BigId, ForeignKey("study.id"))
-    reason: Mapped[str] = mapped_column(String(32))  # no-order, patient-differs
+    reason: Mapped[str] = mapped_column(String(32))  # no-order, patient-differs, order-cancelled
     order_fk: Mapped[int | None] = mapped_column(BigId, ForeignKey("imaging_order.id"))
     detail: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))  # open, attached, dismissed
