@@ -55,6 +55,10 @@ class QueryTooBroadError(InvalidInput):
     """A query that cannot be paged matches more entities than one answer may hold."""
 
 
+class UnsupportedActionTypeError(InvalidInput):
+    """Storage Commitment knows one action, Request Storage Commitment (Action Type ID 1)."""
+
+
 class NotFound(PedipacsError):
     """The thing asked for does not exist."""
 
@@ -73,6 +77,10 @@ class UnknownPeerError(NotFound):
 
 class UnknownMoveDestinationError(UnknownPeerError):
     """A C-MOVE named a destination AE that is not in the peer registry."""
+
+
+class NotTheWellKnownInstanceError(NotFound):
+    """A Storage Commitment N-ACTION named another SOP Instance than the well-known one."""
 
 
 class Conflict(PedipacsError):

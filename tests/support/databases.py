@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from support.server import RunningServer, start_server
 
@@ -33,6 +33,16 @@ def _execute(statement: str) -> None:
     with engine.begin() as connection:
         connection.execute(text(statement))
     engine.dispose()
+
+
+def count_rows(database_url: str, table: type) -> int:
+    """How many rows `table` holds in a running server's database."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(select(func.count()).select_from(table)) or 0)
+    finally:
+        engine.dispose()
 
 
 @contextmanager

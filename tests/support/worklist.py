@@ -1,6 +1,7 @@
 """A small paediatric worklist, scheduled through the RIS services as the HL7 door or the orders
 page would: a few stations, modalities and days, a STAT and an ASAP order, an order whose one
-procedure has two steps, a newborn, a name outside ASCII and a cancelled order."""
+procedure has two steps, a newborn, a name outside ASCII and a cancelled order. And `us_abdomen`,
+the one-step order the RIS tests place for patients of their own."""
 
 from __future__ import annotations
 
@@ -169,6 +170,32 @@ ORDERS = (
     ),
 )  # fmt: skip
 CANCELLED = "A1005"
+
+
+def us_abdomen(
+    patient: PatientIdentity, accession_number: str, study_instance_uid: str | None = None
+) -> OrderRequest:
+    """An order of one procedure (RP1, US abdomen) with one step: SPS1, US on US_ED_1, on
+    25 November 2026 at 10:30. Without a Study Instance UID the RIS makes one up."""
+    return OrderRequest(
+        patient=patient,
+        accession_number=accession_number,
+        procedures=(
+            ProcedureRequest(
+                requested_procedure_id="RP1",
+                description="US abdomen",
+                study_instance_uid=study_instance_uid,
+                steps=(
+                    ScheduledStepRequest(
+                        step_id="SPS1",
+                        modality="US",
+                        station_ae_title="US_ED_1",
+                        start=datetime(2026, 11, 25, 10, 30),
+                    ),
+                ),
+            ),
+        ),
+    )
 
 
 def schedule(patients: PatientService, orders: OrderService) -> dict[str, OrderSummary]:

@@ -6,9 +6,8 @@ that pedipacs opens to the requester's host and port from the peer registry, pro
 SCP role for Storage Commitment (SCP/SCU Role Selection, PS3.7 D.3.3.4), from a worker thread
 that delivers due jobs, retries with back-off, and picks up after a restart what was pending.
 
-The statuses below are those PS3.7 Annex C and PS3.4 J.3 name for N-ACTION and the Failure
-Reasons of the report; this table is the Storage Commitment part of the door's status
-translation (next to `status.py`, which holds the C-services').
+The N-ACTION statuses and the report's Failure Reasons are the Storage Commitment tables of
+`status.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from pedipacs import metrics
 from pedipacs.archive.commitment import (
-    CommitmentFailureReason,
     CommitmentReport,
     CommitmentReportNotDeliveredError,
     CommitmentResult,
@@ -39,16 +37,21 @@ from pedipacs.archive.commitment import (
 from pedipacs.archive.peers import PeerService
 from pedipacs.dimse.access import require
 from pedipacs.dimse.origin import origin_from_event
-from pedipacs.dimse.sending import _pause_reactor, nodelay_handler
-from pedipacs.dimse.status import error_comment, status_class, status_dataset
+from pedipacs.dimse.sending import nodelay_handler, pause_reactor
+from pedipacs.dimse.status import (
+    COMMITMENT_FAILURE_REASONS,
+    CommitmentStatus,
+    error_comment,
+    n_action_status_from_error,
+    status_class,
+    status_dataset,
+)
 from pedipacs.errors import (
-    InvalidInput,
     MissingAttributeError,
     NotDicomError,
-    NotFound,
+    NotTheWellKnownInstanceError,
     PedipacsError,
-    PermissionDenied,
-    StorageUnavailable,
+    UnsupportedActionTypeError,
 )
 from pedipacs.model.records import DimseOperation
 
@@ -65,52 +68,6 @@ class CommitmentEventType(IntEnum):
 
     ALL_SUCCEEDED = 1
     SOME_FAILED = 2
-
-
-class CommitmentStatus(IntEnum):
-    """N-ACTION statuses (PS3.7 C.4, 10.1.4.1.10) and Failure Reasons (PS3.4 J.3.3.1.1)."""
-
-    SUCCESS = 0x0000
-    PROCESSING_FAILURE = 0x0110
-    NO_SUCH_OBJECT_INSTANCE = 0x0112  # also N-ACTION's "no such SOP Instance"
-    INVALID_ARGUMENT_VALUE = 0x0115
-    CLASS_INSTANCE_CONFLICT = 0x0119
-    MISSING_ATTRIBUTE = 0x0120
-    NO_SUCH_ACTION = 0x0123
-    NOT_AUTHORIZED = 0x0124
-    RESOURCE_LIMITATION = 0x0213
-
-
-FAILURE_REASONS = {
-    CommitmentFailureReason.NO_SUCH_OBJECT_INSTANCE: CommitmentStatus.NO_SUCH_OBJECT_INSTANCE,
-    CommitmentFailureReason.CLASS_INSTANCE_CONFLICT: CommitmentStatus.CLASS_INSTANCE_CONFLICT,
-}
-
-
-class UnsupportedActionTypeError(InvalidInput):
-    """Storage Commitment knows one action, Request Storage Commitment (Action Type ID 1)."""
-
-
-class NotTheWellKnownInstanceError(NotFound):
-    """The N-ACTION named another SOP Instance than the well-known Storage Commitment one."""
-
-
-# Most specific first: the first matching class wins.
-_N_ACTION_STATUS: tuple[tuple[type[PedipacsError], CommitmentStatus], ...] = (
-    (PermissionDenied, CommitmentStatus.NOT_AUTHORIZED),
-    (StorageUnavailable, CommitmentStatus.RESOURCE_LIMITATION),
-    (UnsupportedActionTypeError, CommitmentStatus.NO_SUCH_ACTION),
-    (NotTheWellKnownInstanceError, CommitmentStatus.NO_SUCH_OBJECT_INSTANCE),
-    (MissingAttributeError, CommitmentStatus.MISSING_ATTRIBUTE),
-    (InvalidInput, CommitmentStatus.INVALID_ARGUMENT_VALUE),
-)
-
-
-def n_action_status_from_error(error: PedipacsError) -> CommitmentStatus:
-    for error_type, status in _N_ACTION_STATUS:
-        if isinstance(error, error_type):
-            return status
-    return CommitmentStatus.PROCESSING_FAILURE
 
 
 # -- N-ACTION --------------------------------------------------------------------------------
@@ -206,7 +163,7 @@ def event_report_from_result(
     failed = []
     for failure in result.failed:
         item = _reference_item(failure.reference.sop_class_uid, failure.reference.sop_instance_uid)
-        item.FailureReason = int(FAILURE_REASONS[failure.reason])
+        item.FailureReason = int(COMMITMENT_FAILURE_REASONS[failure.reason])
         failed.append(item)
     information.FailedSOPSequence = failed
     return CommitmentEventType.SOME_FAILED, information
@@ -264,7 +221,7 @@ class CommitmentReportSender:
                 raise CommitmentReportNotDeliveredError(
                     f"{peer} did not accept Storage Commitment Push Model as SCU"
                 )
-            _pause_reactor(assoc)  # see dimse/sending.py: pynetdicom may take our answer
+            pause_reactor(assoc)  # see dimse/sending.py: pynetdicom may take our answer
             status, _reply = assoc.send_n_event_report(
                 information,
                 int(event_type),

@@ -1,14 +1,9 @@
 """Modality Performed Procedure Step SCP (PS3.4 Annex F): N-CREATE and N-SET -> DICOM JSON ->
-PerformedStepService -> status.
-
-The statuses are those PS3.4 F.7.2 and PS3.7 Annex C name for N-CREATE and N-SET; this table is
-the MPPS part of the door's status translation (next to `status.py`, which holds the C-services').
-"""
+PerformedStepService -> status (the MPPS table of `status.py`)."""
 
 from __future__ import annotations
 
 import logging
-from enum import IntEnum
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -18,70 +13,22 @@ from pedipacs import metrics
 from pedipacs.archive.peers import PeerService
 from pedipacs.dimse.access import require
 from pedipacs.dimse.origin import origin_from_event
-from pedipacs.dimse.status import error_comment, status_class, status_dataset
-from pedipacs.errors import (
-    NotDicomError,
-    PedipacsError,
-    PermissionDenied,
-    StorageUnavailable,
+from pedipacs.dimse.status import (
+    MAY_NO_LONGER_BE_UPDATED,
+    MppsStatus,
+    error_comment,
+    mpps_status_from_error,
+    status_class,
+    status_dataset,
 )
+from pedipacs.errors import NotDicomError, PedipacsError
 from pedipacs.model.records import DimseOperation
-from pedipacs.ris.performed import (
-    AttributeRuleError,
-    InvalidAttributeValueError,
-    InvalidSopInstanceUidError,
-    PerformedStepEndedError,
-    PerformedStepExistsError,
-    PerformedStepService,
-    RequiredAttributeMissingError,
-    RequiredValueMissingError,
-    UnknownPerformedStepError,
-)
+from pedipacs.ris.performed import PerformedStepEndedError, PerformedStepService
+from pedipacs.ris.performed_attributes import AttributeRuleError
 
 log = logging.getLogger(__name__)
 
 MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
-
-
-class MppsStatus(IntEnum):
-    """N-CREATE / N-SET statuses (PS3.7 C.4, PS3.4 Table F.7.2-2)."""
-
-    SUCCESS = 0x0000
-    INVALID_ATTRIBUTE_VALUE = 0x0106
-    PROCESSING_FAILURE = 0x0110  # with Error ID 0xA710 when the step has ended
-    DUPLICATE_SOP_INSTANCE = 0x0111
-    NO_SUCH_SOP_INSTANCE = 0x0112
-    INVALID_OBJECT_INSTANCE = 0x0117
-    NO_SUCH_SOP_CLASS = 0x0118
-    MISSING_ATTRIBUTE = 0x0120
-    MISSING_ATTRIBUTE_VALUE = 0x0121
-    NOT_AUTHORIZED = 0x0124
-    RESOURCE_LIMITATION = 0x0213
-
-
-# PS3.4 Table F.7.2-2: the Error ID that goes with "may no longer be updated".
-MAY_NO_LONGER_BE_UPDATED = 0xA710
-
-# Most specific first: the first matching class wins.
-_MPPS_STATUS: tuple[tuple[type[PedipacsError], MppsStatus], ...] = (
-    (PermissionDenied, MppsStatus.NOT_AUTHORIZED),
-    (StorageUnavailable, MppsStatus.RESOURCE_LIMITATION),
-    (PerformedStepExistsError, MppsStatus.DUPLICATE_SOP_INSTANCE),
-    (UnknownPerformedStepError, MppsStatus.NO_SUCH_SOP_INSTANCE),
-    (PerformedStepEndedError, MppsStatus.PROCESSING_FAILURE),
-    (InvalidSopInstanceUidError, MppsStatus.INVALID_OBJECT_INSTANCE),
-    (RequiredAttributeMissingError, MppsStatus.MISSING_ATTRIBUTE),
-    (RequiredValueMissingError, MppsStatus.MISSING_ATTRIBUTE_VALUE),
-    (InvalidAttributeValueError, MppsStatus.INVALID_ATTRIBUTE_VALUE),
-    (NotDicomError, MppsStatus.PROCESSING_FAILURE),
-)
-
-
-def mpps_status_from_error(error: PedipacsError) -> MppsStatus:
-    for error_type, status in _MPPS_STATUS:
-        if isinstance(error, error_type):
-            return status
-    return MppsStatus.PROCESSING_FAILURE
 
 
 def handle_n_create(

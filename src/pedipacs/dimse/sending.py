@@ -52,7 +52,7 @@ def send_stored_files_unchanged(assoc: Any) -> None:
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
         if is_requestor:
-            _pause_reactor(assoc)
+            pause_reactor(assoc)
         if isinstance(dataset, StoredFile):
             return original(dataset.stored_path, *args, **kwargs)
         return original(dataset, *args, **kwargs)
@@ -63,7 +63,7 @@ def send_stored_files_unchanged(assoc: Any) -> None:
 PAUSE_TIMEOUT = 5.0
 
 
-def _pause_reactor(assoc: Any) -> None:
+def pause_reactor(assoc: Any) -> None:
     """Make sure the association's own reactor thread is parked before a C-STORE is sent.
 
     pynetdicom (3.0.4) pauses it by clearing a checkpoint and waiting for `_is_paused`, but that

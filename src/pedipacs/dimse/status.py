@@ -1,11 +1,17 @@
-"""The ONE table from domain errors to DIMSE status codes (PS3.4 Annexes B and C, PS3.7 C)."""
+"""The ONE table from domain errors to DIMSE status codes: one table per service, most specific
+error first (the first matching class wins); an error no row names gets the service's general
+failure. C-STORE and the query/retrieve services (PS3.4 Annexes B and C), MPPS N-CREATE and
+N-SET (PS3.4 F.7.2), Storage Commitment N-ACTION and its Failure Reasons (PS3.4 J.3), all with
+the statuses of PS3.7 Annex C."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TypeVar
 
 from pydicom.dataset import Dataset
 
+from pedipacs.archive.commitment import CommitmentFailureReason
 from pedipacs.errors import (
     Conflict,
     DecodedSizeTooLargeError,
@@ -13,15 +19,39 @@ from pedipacs.errors import (
     InconsistentIdentityError,
     InvalidInput,
     InvalidQueryError,
+    MissingAttributeError,
     NotDicomError,
     NotFound,
+    NotTheWellKnownInstanceError,
     PedipacsError,
     PermissionDenied,
     QueryTooBroadError,
     StorageUnavailable,
     TranscodingError,
     UnknownMoveDestinationError,
+    UnsupportedActionTypeError,
 )
+from pedipacs.ris.performed import (
+    InvalidSopInstanceUidError,
+    PerformedStepEndedError,
+    PerformedStepExistsError,
+    UnknownPerformedStepError,
+)
+from pedipacs.ris.performed_attributes import (
+    InvalidAttributeValueError,
+    RequiredAttributeMissingError,
+    RequiredValueMissingError,
+)
+
+_Status = TypeVar("_Status", bound=int)
+_StatusTable = tuple[tuple[type[PedipacsError], _Status], ...]
+
+
+def _status_from(error: PedipacsError, table: _StatusTable[_Status], otherwise: _Status) -> _Status:
+    return next((status for kind, status in table if isinstance(error, kind)), otherwise)
+
+
+# -- C-STORE, C-FIND, C-MOVE, C-GET --------------------------------------------------------------
 
 
 class Status(IntEnum):
@@ -45,8 +75,7 @@ class Status(IntEnum):
     NOT_AUTHORIZED = 0x0124  # PS3.7 C.5: Refused, not authorized (the peer registry says no)
 
 
-# Most specific first: the first matching class wins.
-_STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
+_STORE_STATUS: _StatusTable[Status] = (
     (PermissionDenied, Status.NOT_AUTHORIZED),
     (StorageUnavailable, Status.OUT_OF_RESOURCES),
     (DecodedSizeTooLargeError, Status.OUT_OF_RESOURCES),  # a deflate bomb
@@ -56,7 +85,7 @@ _STORE_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
     (InvalidInput, Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
 )
 
-_QUERY_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
+_QUERY_STATUS: _StatusTable[Status] = (
     (PermissionDenied, Status.NOT_AUTHORIZED),
     (UnknownMoveDestinationError, Status.MOVE_DESTINATION_UNKNOWN),
     (QueryTooBroadError, Status.OUT_OF_RESOURCES),
@@ -68,17 +97,97 @@ _QUERY_STATUS: tuple[tuple[type[PedipacsError], Status], ...] = (
 
 
 def store_status_from_error(error: PedipacsError) -> int:
-    for error_type, status in _STORE_STATUS:
-        if isinstance(error, error_type):
-            return int(status)
-    return int(Status.CANNOT_UNDERSTAND)
+    return int(_status_from(error, _STORE_STATUS, Status.CANNOT_UNDERSTAND))
 
 
 def query_status_from_error(error: PedipacsError) -> int:
-    for error_type, status in _QUERY_STATUS:
-        if isinstance(error, error_type):
-            return int(status)
-    return int(Status.UNABLE_TO_PROCESS)
+    return int(_status_from(error, _QUERY_STATUS, Status.UNABLE_TO_PROCESS))
+
+
+# -- MPPS: N-CREATE, N-SET -----------------------------------------------------------------------
+
+
+class MppsStatus(IntEnum):
+    """N-CREATE / N-SET statuses (PS3.7 C.4, PS3.4 Table F.7.2-2)."""
+
+    SUCCESS = 0x0000
+    INVALID_ATTRIBUTE_VALUE = 0x0106
+    PROCESSING_FAILURE = 0x0110  # with Error ID 0xA710 when the step has ended
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    NO_SUCH_SOP_INSTANCE = 0x0112
+    INVALID_OBJECT_INSTANCE = 0x0117
+    NO_SUCH_SOP_CLASS = 0x0118
+    MISSING_ATTRIBUTE = 0x0120
+    MISSING_ATTRIBUTE_VALUE = 0x0121
+    NOT_AUTHORIZED = 0x0124
+    RESOURCE_LIMITATION = 0x0213
+
+
+# PS3.4 Table F.7.2-2: the Error ID that goes with "may no longer be updated".
+MAY_NO_LONGER_BE_UPDATED = 0xA710
+
+_MPPS_STATUS: _StatusTable[MppsStatus] = (
+    (PermissionDenied, MppsStatus.NOT_AUTHORIZED),
+    (StorageUnavailable, MppsStatus.RESOURCE_LIMITATION),
+    (PerformedStepExistsError, MppsStatus.DUPLICATE_SOP_INSTANCE),
+    (UnknownPerformedStepError, MppsStatus.NO_SUCH_SOP_INSTANCE),
+    (PerformedStepEndedError, MppsStatus.PROCESSING_FAILURE),
+    (InvalidSopInstanceUidError, MppsStatus.INVALID_OBJECT_INSTANCE),
+    (RequiredAttributeMissingError, MppsStatus.MISSING_ATTRIBUTE),
+    (RequiredValueMissingError, MppsStatus.MISSING_ATTRIBUTE_VALUE),
+    (InvalidAttributeValueError, MppsStatus.INVALID_ATTRIBUTE_VALUE),
+    (NotDicomError, MppsStatus.PROCESSING_FAILURE),
+)
+
+
+def mpps_status_from_error(error: PedipacsError) -> MppsStatus:
+    """The N-CREATE / N-SET status for `error`.
+
+    >>> mpps_status_from_error(RequiredValueMissingError("Modality has no value", "Modality"))
+    <MppsStatus.MISSING_ATTRIBUTE_VALUE: 289>
+    >>> mpps_status_from_error(PedipacsError("anything else"))
+    <MppsStatus.PROCESSING_FAILURE: 272>
+    """
+    return _status_from(error, _MPPS_STATUS, MppsStatus.PROCESSING_FAILURE)
+
+
+# -- Storage Commitment: N-ACTION and the Failure Reasons of its report --------------------------
+
+
+class CommitmentStatus(IntEnum):
+    """N-ACTION statuses (PS3.7 C.4, 10.1.4.1.10) and Failure Reasons (PS3.4 J.3.3.1.1)."""
+
+    SUCCESS = 0x0000
+    PROCESSING_FAILURE = 0x0110
+    NO_SUCH_OBJECT_INSTANCE = 0x0112  # also N-ACTION's "no such SOP Instance"
+    INVALID_ARGUMENT_VALUE = 0x0115
+    CLASS_INSTANCE_CONFLICT = 0x0119
+    MISSING_ATTRIBUTE = 0x0120
+    NO_SUCH_ACTION = 0x0123
+    NOT_AUTHORIZED = 0x0124
+    RESOURCE_LIMITATION = 0x0213
+
+
+_N_ACTION_STATUS: _StatusTable[CommitmentStatus] = (
+    (PermissionDenied, CommitmentStatus.NOT_AUTHORIZED),
+    (StorageUnavailable, CommitmentStatus.RESOURCE_LIMITATION),
+    (UnsupportedActionTypeError, CommitmentStatus.NO_SUCH_ACTION),
+    (NotTheWellKnownInstanceError, CommitmentStatus.NO_SUCH_OBJECT_INSTANCE),
+    (MissingAttributeError, CommitmentStatus.MISSING_ATTRIBUTE),
+    (InvalidInput, CommitmentStatus.INVALID_ARGUMENT_VALUE),
+)
+
+COMMITMENT_FAILURE_REASONS = {
+    CommitmentFailureReason.NO_SUCH_OBJECT_INSTANCE: CommitmentStatus.NO_SUCH_OBJECT_INSTANCE,
+    CommitmentFailureReason.CLASS_INSTANCE_CONFLICT: CommitmentStatus.CLASS_INSTANCE_CONFLICT,
+}
+
+
+def n_action_status_from_error(error: PedipacsError) -> CommitmentStatus:
+    return _status_from(error, _N_ACTION_STATUS, CommitmentStatus.PROCESSING_FAILURE)
+
+
+# -- what every service shares -------------------------------------------------------------------
 
 
 def status_class(status: int) -> str:

@@ -22,6 +22,7 @@ from pedipacs.ris.patients import (
     UnknownPatientError,
     check_identity,
     find_patient,
+    identity_from_patient,
     register_patient,
 )
 from pedipacs.security.audit import AuditEventId, AuditRecord, record
@@ -51,7 +52,8 @@ def merge_patients(
     prior_row = find_patient(session, prior)
     if prior_row is None:
         raise UnknownPatientError(f"MRG-1: no patient {prior} to merge")
-    survivor_identity = _identity(survivor_row)
+    survivor_identity = identity_from_patient(survivor_row)
+    prior_identity = identity_from_patient(prior_row)
     if prior_row.id == survivor_row.id:
         return MergeOutcome(survivor_identity, prior, 0, 0, already_merged=True)
     orders = len(
@@ -69,20 +71,14 @@ def merge_patients(
     if not survivor.is_temporary:
         survivor_row.is_temporary = False  # the permanent identity is known now
     session.flush()
-    record(
-        session,
-        AuditRecord(
-            AuditEventId.PATIENT_RECORD,
-            "U",
-            origin,
-            patient_id=survivor_row.patient_id,
-            detail=f"merged patient {_identity(prior_row)} into {survivor_identity}: "
-            f"{len(studies)} study(ies), {orders} order(s) moved",
-        ),
-    )
+    _audit_patient(
+        session, origin, survivor_row,
+        f"merged patient {prior_identity} into {survivor_identity}: "
+        f"{len(studies)} study(ies), {orders} order(s) moved",
+    )  # fmt: skip
     for study in studies:
-        _audit_study(session, origin, survivor_row, study, f"moved from {_identity(prior_row)}")
-    return MergeOutcome(survivor_identity, _identity(prior_row), len(studies), orders)
+        audit_study_update(session, origin, survivor_row, study, f"moved from {prior_identity}")
+    return MergeOutcome(survivor_identity, prior_identity, len(studies), orders)
 
 
 def change_identifier(
@@ -139,16 +135,7 @@ def change_identifier(
     session.flush()
     if registration is not None:
         patient = register_patient(session, registration, origin)
-    record(
-        session,
-        AuditRecord(
-            AuditEventId.PATIENT_RECORD,
-            "U",
-            origin,
-            patient_id=patient.patient_id,
-            detail=f"identifier {prior} changed to {new}",
-        ),
-    )
+    _audit_patient(session, origin, patient, f"identifier {prior} changed to {new}")
     return patient
 
 
@@ -157,15 +144,16 @@ def move_study(
 ) -> None:
     """Put a stored study under another patient (an exception resolved by a person)."""
     if to_patient.merged_into_fk is not None:
-        raise InvalidInput(f"patient {_identity(to_patient)} was merged into another patient")
+        raise InvalidInput(
+            f"patient {identity_from_patient(to_patient)} was merged into another patient"
+        )
     from_patient = session.get(Patient, study.patient_fk)
     assert from_patient is not None
     if from_patient.id == to_patient.id:
         return
     _move(session, study, from_patient, to_patient)
-    _audit_study(
-        session, origin, to_patient, study, f"moved from {_identity(from_patient)}: {reason}"
-    )
+    moved_from = identity_from_patient(from_patient)
+    audit_study_update(session, origin, to_patient, study, f"moved from {moved_from}: {reason}")
 
 
 def _move(session: Session, study: Study, from_patient: Patient, to_patient: Patient) -> None:
@@ -195,9 +183,21 @@ def _move(session: Session, study: Study, from_patient: Patient, to_patient: Pat
                                  "number_of_patient_related_instances"])  # fmt: skip
 
 
-def _audit_study(
+def _audit_patient(session: Session, origin: Origin, patient: Patient, detail: str) -> None:
+    """A Patient Record event (110110), update."""
+    record(
+        session,
+        AuditRecord(
+            AuditEventId.PATIENT_RECORD, "U", origin, patient_id=patient.patient_id, detail=detail
+        ),
+    )
+
+
+def audit_study_update(
     session: Session, origin: Origin, patient: Patient, study: Study, detail: str
 ) -> None:
+    """A Procedure Record event (110111), update: a stored study changed (moved to another
+    patient, its exception dismissed); `patient` is whom it is under now."""
     record(
         session,
         AuditRecord(
@@ -209,7 +209,3 @@ def _audit_study(
             detail=detail,
         ),
     )
-
-
-def _identity(patient: Patient) -> PatientIdentity:
-    return PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)

@@ -2,25 +2,24 @@
 Study Instance UID the modality must use) and scheduled procedure steps (worklist items).
 
 As in `ris/patients.py`, the functions taking a `Session` work in the caller's transaction;
-`OrderService` gives them transactions of their own.
+`OrderService` gives them transactions of their own. Reading orders (the orders list and one
+order's details) is `ris/order_views.py`'s.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass, replace
+from datetime import UTC, date
 
 from pydicom.uid import generate_uid
-from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import (
     ImagingOrder,
     Patient,
-    PatientIdentifier,
     PerformedStep,
     RequestedProcedure,
     ScheduledStep,
@@ -35,10 +34,17 @@ from pedipacs.model.ris import (
     PatientRegistration,
     Priority,
     ProcedureRequest,
-    ScheduledStepRequest,
     StepStatus,
 )
 from pedipacs.model.values import pn_search_form
+from pedipacs.ris.order_views import (
+    OrderDetail,
+    OrderPage,
+    OrderSearch,
+    order_detail,
+    order_summary,
+    search_orders,
+)
 from pedipacs.ris.patients import (
     UnknownPatientError,
     check_identity,
@@ -46,7 +52,7 @@ from pedipacs.ris.patients import (
     register_patient,
 )
 from pedipacs.ris.reconcile import reconcile_order
-from pedipacs.security.audit import AuditEventId, AuditRecord, record
+from pedipacs.security.audit import AuditEventId, AuditRecord, record, record_query
 
 MAX_ACCESSION = 16  # VR SH
 MAX_SHORT_ID = 16  # Requested Procedure ID, Scheduled Procedure Step ID (SH)
@@ -54,6 +60,10 @@ MAX_AE_TITLE = 16
 UID_LENGTH = 64
 # Orders in these states are over: they are neither changed nor cancelled again.
 CLOSED = frozenset({OrderStatus.CANCELLED, OrderStatus.DISCONTINUED, OrderStatus.REPORTED})
+# Orders not over yet: scheduled, arrived, in progress, or completed but not yet reported.
+OPEN = frozenset(OrderStatus) - CLOSED
+ACCESSION_PREFIX = "PP"  # pedipacs made this number up (orders placed without one)
+ACCESSION_ATTEMPTS = 20
 
 
 class UnknownOrderError(NotFound):
@@ -111,7 +121,7 @@ def place_order(session: Session, order: OrderRequest, origin: Origin) -> Imagin
     check_order(order)
     patient = _patient(session, order.patient)
     accession = order.accession_number.strip()
-    if session.scalar(select(ImagingOrder.id).where(ImagingOrder.accession_number == accession)):
+    if _is_accession_taken(session, accession):
         raise OrderExistsError(f"an order with accession number {accession} exists")
     row = ImagingOrder(
         patient_fk=patient.id,
@@ -122,7 +132,7 @@ def place_order(session: Session, order: OrderRequest, origin: Origin) -> Imagin
     session.add(row)
     session.flush()
     _schedule(session, row, order.procedures)
-    _audit(session, origin, patient, "C", f"order {accession} placed ({row.priority})")
+    _audit(session, origin, patient.patient_id, "C", f"order {accession} placed ({row.priority})")
     reconcile_order(session, row, origin)  # images that arrived before their order
     return row
 
@@ -157,7 +167,7 @@ def change_order(session: Session, order: OrderRequest, origin: Origin) -> Imagi
                 .where(PerformedStep.id.in_(before[key].performed))
                 .values(scheduled_step_fk=step.id)
             )
-    _audit(session, origin, patient, "U", f"order {row.accession_number} changed")
+    _audit(session, origin, patient.patient_id, "U", f"order {row.accession_number} changed")
     return row
 
 
@@ -203,22 +213,33 @@ def cancel_order(
     row.status = OrderStatus.CANCELLED
     _set_step_status(session, row, StepStatus.CANCELLED)
     patient = session.get(Patient, row.patient_fk)
-    _audit(session, origin, patient, "D", f"order {row.accession_number} cancelled"
-           + (f": {reason}" if reason else ""))  # fmt: skip
+    because = f": {reason}" if reason else ""
+    detail = f"order {row.accession_number} cancelled{because}"
+    _audit(session, origin, patient.patient_id if patient else None, "D", detail)
+    return row
+
+
+def _order_row(session: Session, accession_number: str, *, lock: bool = False) -> ImagingOrder:
+    """The order with that accession number (locked until commit with `lock`)."""
+    statement = select(ImagingOrder).where(
+        ImagingOrder.accession_number == accession_number.strip()
+    )
+    row = session.scalar(statement.with_for_update() if lock else statement)
+    if row is None:
+        raise UnknownOrderError(f"no order with accession number {accession_number}")
     return row
 
 
 def _open_order(session: Session, accession_number: str) -> ImagingOrder:
-    row = session.scalar(
-        select(ImagingOrder)
-        .where(ImagingOrder.accession_number == accession_number.strip())
-        .with_for_update()
-    )
-    if row is None:
-        raise UnknownOrderError(f"no order with accession number {accession_number}")
+    row = _order_row(session, accession_number, lock=True)
     if row.status in CLOSED:
         raise OrderClosedError(f"order {accession_number} is {row.status}; it cannot change")
     return row
+
+
+def _is_accession_taken(session: Session, accession_number: str) -> bool:
+    taken = select(ImagingOrder.id).where(ImagingOrder.accession_number == accession_number)
+    return session.scalar(taken) is not None
 
 
 def _patient(session: Session, identity: PatientIdentity) -> Patient:
@@ -291,142 +312,15 @@ def _set_step_status(session: Session, row: ImagingOrder, status: StepStatus) ->
 
 
 def _audit(
-    session: Session,
-    origin: Origin,
-    patient: Patient | None,
-    action: str,
-    detail: str,
+    session: Session, origin: Origin, patient_id: str | None, action: str, detail: str
 ) -> None:
+    """An Order Record event (110109) for the order's patient."""
     record(
         session,
         AuditRecord(
-            AuditEventId.ORDER_RECORD,
-            action,
-            origin,
-            patient_id=patient.patient_id if patient else None,
-            detail=detail,
+            AuditEventId.ORDER_RECORD, action, origin, patient_id=patient_id, detail=detail
         ),
     )
-
-
-def summary(session: Session, row: ImagingOrder) -> OrderSummary:
-    patient = session.get(Patient, row.patient_fk)
-    assert patient is not None
-    procedures = session.execute(
-        select(RequestedProcedure.id, RequestedProcedure.study_instance_uid)
-        .where(RequestedProcedure.order_fk == row.id)
-        .order_by(RequestedProcedure.id)
-    ).all()
-    steps = session.scalars(
-        select(ScheduledStep.step_id)
-        .where(ScheduledStep.procedure_fk.in_([p.id for p in procedures]))
-        .order_by(ScheduledStep.id)
-    ).all()
-    return OrderSummary(
-        accession_number=row.accession_number,
-        patient=PatientIdentity(patient.patient_id, patient.issuer_of_patient_id),
-        status=OrderStatus(row.status),
-        priority=Priority(row.priority),
-        placer_order_number=row.placer_order_number,
-        study_instance_uids=tuple(p.study_instance_uid for p in procedures),
-        step_ids=tuple(steps),
-    )
-
-
-class OrderService:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-
-    def place(self, order: OrderRequest, origin: Origin) -> OrderSummary:
-        with self._database.unit_of_work() as session:
-            return summary(session, place_order(session, order, origin))
-
-    def change(self, order: OrderRequest, origin: Origin) -> OrderSummary:
-        with self._database.unit_of_work() as session:
-            return summary(session, change_order(session, order, origin))
-
-    def cancel(
-        self, accession_number: str, origin: Origin, reason: str | None = None
-    ) -> OrderSummary:
-        with self._database.unit_of_work() as session:
-            return summary(session, cancel_order(session, accession_number, origin, reason=reason))
-
-    def get(self, accession_number: str) -> OrderSummary:
-        with self._database.reading() as session:
-            row = session.scalar(
-                select(ImagingOrder).where(
-                    ImagingOrder.accession_number == accession_number.strip()
-                )
-            )
-            if row is None:
-                raise UnknownOrderError(f"no order with accession number {accession_number}")
-            return summary(session, row)
-
-    # -- Orders entered in pedipacs (the orders page, /api/orders) -------------------------
-    # Everything below was added for sites without an HIS feed: registering the patient with
-    # the order in one transaction (the HL7 door follows the same rule), accession numbers
-    # made up when none is given, and the read-only listing and details the page shows.
-
-    def place_for(
-        self, registration: PatientRegistration | None, order: OrderRequest, origin: Origin
-    ) -> OrderSummary:
-        """Register the patient (when given) and place the order, both or neither."""
-        with self._database.unit_of_work() as session:
-            return summary(session, place_order_for(session, registration, order, origin))
-
-    def change_for(
-        self, registration: PatientRegistration | None, order: OrderRequest, origin: Origin
-    ) -> OrderSummary:
-        """Register the patient (when given) and replace the order's details, both or neither."""
-        with self._database.unit_of_work() as session:
-            return summary(session, change_order_for(session, registration, order, origin))
-
-    def search(self, criteria: OrderSearch, origin: Origin) -> OrderPage:
-        """One page of orders with their patients, audited as a query (110112)."""
-        with self._database.reading() as session:
-            page = search_orders(session, criteria, origin.patient_scope)
-        patients = {item.patient.identifier for item in page.items}
-        with self._database.unit_of_work() as session:
-            record(
-                session,
-                AuditRecord(
-                    AuditEventId.QUERY,
-                    "E",
-                    origin,
-                    # One patient's orders name them; a list of several names none.
-                    patient_id=patients.pop() if len(patients) == 1 else None,
-                    detail=f"orders: {criteria.describe()}; {len(page.items)} shown",
-                ),
-            )
-        return page
-
-    def detail(self, accession_number: str, origin: Origin) -> OrderDetail:
-        """One order with its patient, procedures and steps, audited as read (110109 R)."""
-        with self._database.reading() as session:
-            found = order_detail(session, accession_number)
-        if not origin.sees(found.request.patient.identifier):
-            # Not disclosed: an order of a patient outside one's care is as good as unknown.
-            raise UnknownOrderError(f"no order with accession number {accession_number}")
-        with self._database.unit_of_work() as session:
-            record(
-                session,
-                AuditRecord(
-                    AuditEventId.ORDER_RECORD,
-                    "R",
-                    origin,
-                    patient_id=found.request.patient.identifier,
-                    detail=f"order {found.request.accession_number} read",
-                ),
-            )
-        return found
-
-
-ACCESSION_PREFIX = "PP"  # pedipacs made this number up (orders placed without one)
-ACCESSION_ATTEMPTS = 20
-# Orders not over yet: scheduled, arrived, in progress, or completed but not yet reported.
-OPEN = frozenset(OrderStatus) - CLOSED
-MAX_PAGE = 200
-_PRIORITY_RANK = {Priority.STAT: 0, Priority.ASAP: 1, Priority.ROUTINE: 2}
 
 
 def new_accession_number(session: Session) -> str:
@@ -435,10 +329,7 @@ def new_accession_number(session: Session) -> str:
     counter (a clash is looked for and drawn again)."""
     for _ in range(ACCESSION_ATTEMPTS):
         candidate = f"{ACCESSION_PREFIX}{date.today():%y%m%d}{secrets.randbelow(10**6):06d}"
-        taken = session.scalar(
-            select(ImagingOrder.id).where(ImagingOrder.accession_number == candidate)
-        )
-        if taken is None:
+        if not _is_accession_taken(session, candidate):
             return candidate
     raise Conflict("no free accession number was found; give one")
 
@@ -527,286 +418,71 @@ def _numbered(base: str, number: int, count: int) -> str:
     return base if count == 1 else f"{base}-{number}"
 
 
-@dataclass(frozen=True, slots=True)
-class OrderSearch:
-    """Which orders a list shows; every field given narrows it."""
+class OrderService:
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
-    statuses: frozenset[OrderStatus] = frozenset()  # empty: any status
-    scheduled_on: date | None = None  # a step is scheduled that day
-    modality: str | None = None  # a step is for that modality
-    patient: str | None = None  # a patient identifier, or the start of a family or given name
-    limit: int = 50
-    offset: int = 0
+    def place(self, order: OrderRequest, origin: Origin) -> OrderSummary:
+        with self._database.unit_of_work() as session:
+            return order_summary(session, place_order(session, order, origin))
 
-    def describe(self) -> str:
-        """The criteria as the audit trail records them.
+    def change(self, order: OrderRequest, origin: Origin) -> OrderSummary:
+        with self._database.unit_of_work() as session:
+            return order_summary(session, change_order(session, order, origin))
 
-        >>> OrderSearch(frozenset({OrderStatus.SCHEDULED}), modality="US").describe()
-        'status=scheduled, modality=US, offset=0, limit=50'
-        """
-        parts = []
-        if self.statuses:
-            parts.append("status=" + "|".join(sorted(self.statuses)))
-        if self.scheduled_on is not None:
-            parts.append(f"date={self.scheduled_on.isoformat()}")
-        if self.modality:
-            parts.append(f"modality={self.modality}")
-        if self.patient:
-            parts.append(f"patient={self.patient}")
-        return ", ".join([*parts, f"offset={self.offset}", f"limit={self.limit}"])
-
-
-@dataclass(frozen=True, slots=True)
-class OrderListItem:
-    """An order as a list shows it: its patient, what and when (the first step scheduled)."""
-
-    accession_number: str
-    status: OrderStatus
-    priority: Priority
-    patient: PatientIdentity
-    patient_name: str | None
-    patient_birth_date: date | None
-    patient_sex: str | None
-    is_temporary: bool
-    description: str | None
-    modalities: tuple[str, ...]
-    station_ae_titles: tuple[str, ...]
-    scheduled_start: datetime | None
-    referring_physician: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderPage:
-    items: tuple[OrderListItem, ...]
-    offset: int
-    limit: int
-    has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OrderDetail:
-    """An order as it stands. `request` is what would re-create it (Study Instance UIDs
-    included): change it with `dataclasses.replace` and give it to `OrderService.change_for`."""
-
-    request: OrderRequest
-    status: OrderStatus
-    patient: PatientRegistration  # the primary identifier and the demographics kept
-    # The status of each step, in the order of `request.procedures` and their steps.
-    step_statuses: tuple[tuple[StepStatus, ...], ...]
-    created_at: datetime
-    updated_at: datetime
-
-
-def search_orders(
-    session: Session, criteria: OrderSearch, patient_scope: frozenset[str] | None = None
-) -> OrderPage:
-    """The orders matching `criteria`, soonest scheduled first (unscheduled last), then by
-    priority; `patient_scope`, when given, keeps only those patients' orders."""
-    if not 1 <= criteria.limit <= MAX_PAGE or criteria.offset < 0:
-        raise InvalidInput(f"limit must be 1 to {MAX_PAGE} and offset 0 or more")
-    steps = (
-        select(ScheduledStep.id)
-        .join(RequestedProcedure, RequestedProcedure.id == ScheduledStep.procedure_fk)
-        .where(RequestedProcedure.order_fk == ImagingOrder.id)
-    )
-    earliest = (
-        select(func.min(ScheduledStep.start_date))
-        .join(RequestedProcedure, RequestedProcedure.id == ScheduledStep.procedure_fk)
-        .where(RequestedProcedure.order_fk == ImagingOrder.id)
-        .scalar_subquery()
-    )
-    rank = case(
-        {str(p): r for p, r in _PRIORITY_RANK.items()}, value=ImagingOrder.priority, else_=3
-    )
-    statement = select(ImagingOrder, Patient).join(Patient, Patient.id == ImagingOrder.patient_fk)
-    if criteria.statuses:
-        statement = statement.where(ImagingOrder.status.in_(sorted(criteria.statuses)))
-    if criteria.scheduled_on is not None:
-        statement = statement.where(
-            steps.where(ScheduledStep.start_date == criteria.scheduled_on).exists()
-        )
-    if criteria.modality:
-        modality = criteria.modality.strip().upper()
-        statement = statement.where(steps.where(ScheduledStep.modality == modality).exists())
-    if criteria.patient and criteria.patient.strip():
-        statement = statement.where(_patient_matches(criteria.patient.strip()))
-    if patient_scope is not None:
-        statement = statement.where(Patient.patient_id.in_(sorted(patient_scope)))
-    statement = (
-        statement.order_by(earliest.is_(None), earliest, rank, ImagingOrder.id)
-        .offset(criteria.offset)
-        .limit(criteria.limit + 1)
-    )
-    rows = session.execute(statement).all()
-    shown = rows[: criteria.limit]
-    details = _step_overview(session, [order.id for order, _ in shown])
-    return OrderPage(
-        items=tuple(_list_item(order, patient, details.get(order.id)) for order, patient in shown),
-        offset=criteria.offset,
-        limit=criteria.limit,
-        has_more=len(rows) > criteria.limit,
-    )
-
-
-def _patient_matches(text: str) -> ColumnElement[bool]:
-    """Any identifier of the patient, or a name part starting with `text` (PN search form:
-    upper case, `^` between the parts)."""
-    prefix = pn_search_form(text) or ""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    known_as = select(PatientIdentifier.id).where(
-        PatientIdentifier.patient_fk == Patient.id, PatientIdentifier.identifier == text
-    )
-    return or_(
-        Patient.patient_id == text,
-        known_as.exists(),
-        Patient.patient_name_search.like(f"{escaped}%", escape="\\"),
-        Patient.patient_name_search.like(f"%^{escaped}%", escape="\\"),
-    )
-
-
-@dataclass
-class _Overview:
-    description: str | None = None
-    modalities: list[str] = field(default_factory=list)
-    stations: list[str] = field(default_factory=list)
-    start: datetime | None = None
-
-
-def _step_overview(session: Session, order_ids: list[int]) -> dict[int, _Overview]:
-    overview: dict[int, _Overview] = {}
-    if not order_ids:
-        return overview
-    rows = session.execute(
-        select(RequestedProcedure.order_fk, RequestedProcedure.description, ScheduledStep)
-        .join(ScheduledStep, ScheduledStep.procedure_fk == RequestedProcedure.id)
-        .where(RequestedProcedure.order_fk.in_(order_ids))
-        .order_by(RequestedProcedure.id, ScheduledStep.id)
-    )
-    for order_id, description, step in rows:
-        seen = overview.setdefault(order_id, _Overview())
-        seen.description = seen.description or description or step.description
-        if step.modality and step.modality not in seen.modalities:
-            seen.modalities.append(step.modality)
-        if step.station_ae_title and step.station_ae_title not in seen.stations:
-            seen.stations.append(step.station_ae_title)
-        start = _start_of(step)
-        if start is not None and (seen.start is None or start < seen.start):
-            seen.start = start
-    return overview
-
-
-def _start_of(step: ScheduledStep) -> datetime | None:
-    if step.start_date is None:
-        return None
-    return datetime.combine(step.start_date, step.start_time or time())
-
-
-def _list_item(order: ImagingOrder, patient: Patient, seen: _Overview | None) -> OrderListItem:
-    seen = seen or _Overview()
-    return OrderListItem(
-        accession_number=order.accession_number,
-        status=OrderStatus(order.status),
-        priority=Priority(order.priority),
-        patient=PatientIdentity(patient.patient_id, patient.issuer_of_patient_id),
-        patient_name=patient.patient_name,
-        patient_birth_date=patient.patient_birth_date,
-        patient_sex=patient.patient_sex,
-        is_temporary=bool(patient.is_temporary),
-        description=seen.description,
-        modalities=tuple(seen.modalities),
-        station_ae_titles=tuple(seen.stations),
-        scheduled_start=seen.start,
-        referring_physician=order.referring_physician_name,
-    )
-
-
-def order_detail(session: Session, accession_number: str) -> OrderDetail:
-    row = session.scalar(
-        select(ImagingOrder).where(ImagingOrder.accession_number == accession_number.strip())
-    )
-    if row is None:
-        raise UnknownOrderError(f"no order with accession number {accession_number}")
-    patient = session.get(Patient, row.patient_fk)
-    assert patient is not None
-    identity = PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)
-    procedures, statuses = [], []
-    for procedure in session.scalars(
-        select(RequestedProcedure)
-        .where(RequestedProcedure.order_fk == row.id)
-        .order_by(RequestedProcedure.id)
-    ):
-        steps = session.scalars(
-            select(ScheduledStep)
-            .where(ScheduledStep.procedure_fk == procedure.id)
-            .order_by(ScheduledStep.id)
-        ).all()
-        procedures.append(_procedure_request(procedure, steps))
-        statuses.append(tuple(StepStatus(step.status) for step in steps))
-    request = OrderRequest(
-        patient=identity,
-        accession_number=row.accession_number,
-        priority=Priority(row.priority),
-        placer_order_number=row.placer_order_number,
-        filler_order_number=row.filler_order_number,
-        reason=row.reason,
-        referring_physician=row.referring_physician_name,
-        ordering_department=row.ordering_department,
-        patient_class=row.patient_class,
-        patient_weight=row.patient_weight,
-        ordered_at=row.ordered_at,
-        procedures=tuple(procedures),
-    )
-    mother = (
-        PatientIdentity(patient.mother_identifier, patient.mother_issuer or "")
-        if patient.mother_identifier
-        else None
-    )
-    registration = PatientRegistration(
-        identifiers=(identity,),
-        name=patient.patient_name,
-        birth_date=patient.patient_birth_date,
-        birth_time=patient.patient_birth_time,
-        sex=patient.patient_sex,
-        mother=mother,
-        multiple_birth=patient.multiple_birth,
-        birth_order=patient.birth_order,
-        is_temporary=bool(patient.is_temporary),
-    )
-    return OrderDetail(
-        request=request,
-        status=OrderStatus(row.status),
-        patient=registration,
-        step_statuses=tuple(statuses),
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
-    )
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives back naive UTC, PostgreSQL aware: aware for both."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _procedure_request(
-    procedure: RequestedProcedure, steps: Sequence[ScheduledStep]
-) -> ProcedureRequest:
-    return ProcedureRequest(
-        requested_procedure_id=procedure.requested_procedure_id,
-        description=procedure.description,
-        code_value=procedure.code_value,
-        coding_scheme=procedure.coding_scheme,
-        code_meaning=procedure.code_meaning,
-        study_instance_uid=procedure.study_instance_uid,
-        steps=tuple(
-            ScheduledStepRequest(
-                step_id=step.step_id,
-                modality=step.modality,
-                station_ae_title=step.station_ae_title,
-                station_name=step.station_name,
-                start=_start_of(step),
-                description=step.description,
-                performing_physician=step.performing_physician_name,
+    def cancel(
+        self, accession_number: str, origin: Origin, reason: str | None = None
+    ) -> OrderSummary:
+        with self._database.unit_of_work() as session:
+            return order_summary(
+                session, cancel_order(session, accession_number, origin, reason=reason)
             )
-            for step in steps
-        ),
-    )
+
+    def get(self, accession_number: str) -> OrderSummary:
+        with self._database.reading() as session:
+            return order_summary(session, _order_row(session, accession_number))
+
+    # -- Orders entered in pedipacs (the orders page, /api/orders) -------------------------
+    # Everything below was added for sites without an HIS feed: registering the patient with
+    # the order in one transaction (the HL7 door follows the same rule), accession numbers
+    # made up when none is given, and the read-only listing and details the page shows.
+
+    def place_for(
+        self, registration: PatientRegistration | None, order: OrderRequest, origin: Origin
+    ) -> OrderSummary:
+        """Register the patient (when given) and place the order, both or neither."""
+        with self._database.unit_of_work() as session:
+            return order_summary(session, place_order_for(session, registration, order, origin))
+
+    def change_for(
+        self, registration: PatientRegistration | None, order: OrderRequest, origin: Origin
+    ) -> OrderSummary:
+        """Register the patient (when given) and replace the order's details, both or neither."""
+        with self._database.unit_of_work() as session:
+            return order_summary(session, change_order_for(session, registration, order, origin))
+
+    def search(self, criteria: OrderSearch, origin: Origin) -> OrderPage:
+        """One page of orders with their patients, audited as a query (110112)."""
+        with self._database.reading() as session:
+            page = search_orders(session, criteria, origin.patient_scope)
+        with self._database.unit_of_work() as session:
+            record_query(
+                session,
+                origin,
+                (item.patient.identifier for item in page.items),
+                f"orders: {criteria.describe()}; {len(page.items)} shown",
+            )
+        return page
+
+    def detail(self, accession_number: str, origin: Origin) -> OrderDetail:
+        """One order with its patient, procedures and steps, audited as read (110109 R)."""
+        with self._database.reading() as session:
+            found = order_detail(session, _order_row(session, accession_number))
+        if not origin.sees(found.request.patient.identifier):
+            # Not disclosed: an order of a patient outside one's care is as good as unknown.
+            raise UnknownOrderError(f"no order with accession number {accession_number}")
+        with self._database.unit_of_work() as session:
+            request = found.request
+            _audit(session, origin, request.patient.identifier, "R",
+                   f"order {request.accession_number} read")  # fmt: skip
+        return found

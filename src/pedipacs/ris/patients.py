@@ -137,7 +137,7 @@ def _keep_identifiers(
             select(PatientIdentifier).where(PatientIdentifier.patient_fk == patient.id)
         )
     }
-    primary = PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)
+    primary = identity_from_patient(patient)
     for identity in (primary, *identities):
         key = (identity.identifier, identity.issuer)
         if key in rows:
@@ -163,6 +163,34 @@ def _keep_identifiers(
     session.flush()
 
 
+def identity_from_patient(patient: Patient) -> PatientIdentity:
+    """The patient's primary identifier: the Patient ID (and issuer) the images carry."""
+    return PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)
+
+
+def registration_from_patient(
+    patient: Patient, identifiers: tuple[PatientIdentity, ...]
+) -> PatientRegistration:
+    """The patient as registered: `identifiers` (the primary one first) and the demographics
+    kept."""
+    mother = (
+        PatientIdentity(patient.mother_identifier, patient.mother_issuer or "")
+        if patient.mother_identifier
+        else None
+    )
+    return PatientRegistration(
+        identifiers=identifiers,
+        name=patient.patient_name,
+        birth_date=patient.patient_birth_date,
+        birth_time=patient.patient_birth_time,
+        sex=patient.patient_sex,
+        mother=mother,
+        multiple_birth=patient.multiple_birth,
+        birth_order=patient.birth_order,
+        is_temporary=bool(patient.is_temporary),
+    )
+
+
 class PatientService:
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -170,7 +198,7 @@ class PatientService:
     def register(self, registration: PatientRegistration, origin: Origin) -> PatientIdentity:
         with self._database.unit_of_work() as session:
             patient = register_patient(session, registration, origin)
-            return PatientIdentity(patient.patient_id, patient.issuer_of_patient_id)
+            return identity_from_patient(patient)
 
     def get(self, identity: PatientIdentity) -> PatientRegistration:
         with self._database.reading() as session:
@@ -191,19 +219,4 @@ class PatientService:
                 PatientIdentity(*key),
             )
             ordered = (primary, *(i for i in identifiers if i is not primary))
-            mother = (
-                PatientIdentity(patient.mother_identifier, patient.mother_issuer or "")
-                if patient.mother_identifier
-                else None
-            )
-            return PatientRegistration(
-                identifiers=ordered,
-                name=patient.patient_name,
-                birth_date=patient.patient_birth_date,
-                birth_time=patient.patient_birth_time,
-                sex=patient.patient_sex,
-                mother=mother,
-                multiple_birth=patient.multiple_birth,
-                birth_order=patient.birth_order,
-                is_temporary=patient.is_temporary,
-            )
+            return registration_from_patient(patient, ordered)

@@ -8,20 +8,18 @@ once ended it may no longer be updated. Each change, its audit record and the or
 statuses it moves are written in one transaction.
 
 The DIMSE door (`dimse/mpps.py`) turns the request into DICOM JSON and its errors into
-statuses; this module speaks no protocol. As in `ris/orders.py`, the functions taking a
+statuses; this module speaks no protocol. The attribute rules it applies (PS3.4 Table F.7.2-1)
+are `ris/performed_attributes.py`'s. As in `ris/orders.py`, the functions taking a
 `Session` work in the caller's transaction and `PerformedStepService` gives them their own.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID, generate_uid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -35,35 +33,25 @@ from pedipacs.db.tables import (
     RequestedProcedure,
     ScheduledStep,
 )
-from pedipacs.errors import (
-    Conflict,
-    InvalidInput,
-    InvalidUidError,
-    MissingAttributeError,
-    NotFound,
-    StorageUnavailable,
-)
+from pedipacs.errors import Conflict, InvalidUidError, NotFound, StorageUnavailable
 from pedipacs.model.origin import Origin
 from pedipacs.model.ris import OrderStatus, StepStatus
+from pedipacs.ris.performed_attributes import (
+    FINAL,
+    SCHEDULED_STEPS,
+    STATUS,
+    JsonObject,
+    PerformedProcedureStepStatus,
+    attribute_text,
+    attribute_values,
+    check_created,
+    check_final,
+    check_modifications,
+    merged_attributes,
+)
 from pedipacs.security.audit import AuditEventId, AuditRecord, record
 
-JsonObject = dict[str, Any]
-
-
-class PerformedProcedureStepStatus(StrEnum):
-    """Performed Procedure Step Status (0040,0252), PS3.3 C.4.14."""
-
-    IN_PROGRESS = "IN PROGRESS"
-    COMPLETED = "COMPLETED"
-    DISCONTINUED = "DISCONTINUED"
-
-
-FINAL = frozenset(
-    {PerformedProcedureStepStatus.COMPLETED, PerformedProcedureStepStatus.DISCONTINUED}
-)
-
-
-# -- errors: each names the attribute, so the door can list it ----------------------------------
+# -- errors -------------------------------------------------------------------------------------
 
 
 class PerformedStepExistsError(Conflict):
@@ -82,181 +70,6 @@ class InvalidSopInstanceUidError(InvalidUidError):
     """The SOP Instance UID the modality chose is not a valid UID."""
 
 
-class AttributeRuleError(InvalidInput):
-    """An attribute breaks the rules of PS3.4 Table F.7.2-1; `keyword` names it."""
-
-    def __init__(self, message: str, keyword: str) -> None:
-        super().__init__(message)
-        self.keyword = keyword
-
-
-class RequiredAttributeMissingError(AttributeRuleError, MissingAttributeError):
-    """A type 1 attribute was not sent at all."""
-
-
-class RequiredValueMissingError(AttributeRuleError, MissingAttributeError):
-    """A type 1 attribute was sent without a value."""
-
-
-class InvalidAttributeValueError(AttributeRuleError):
-    """An attribute has a value the standard does not allow here."""
-
-
-# -- the attributes the rules look at -----------------------------------------------------------
-
-
-def _key(keyword: str) -> str:
-    """The DICOM JSON key of an attribute.
-
-    >>> _key("PerformedProcedureStepStatus")
-    '00400252'
-    """
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(keyword)
-    return f"{tag:08X}"
-
-
-SPECIFIC_CHARACTER_SET = _key("SpecificCharacterSet")
-STATUS = "PerformedProcedureStepStatus"
-SCHEDULED_STEPS = "ScheduledStepAttributesSequence"
-# Type 1 in the N-CREATE (PS3.4 Table F.7.2-1); the status is checked first, on its own.
-REQUIRED_ON_CREATE = (
-    SCHEDULED_STEPS,
-    "PerformedProcedureStepID",
-    "PerformedStationAETitle",
-    "PerformedProcedureStepStartDate",
-    "PerformedProcedureStepStartTime",
-    "Modality",
-)
-# Type 1 in the final state (COMPLETED or DISCONTINUED), whichever request brought them.
-REQUIRED_WHEN_ENDED = (
-    "PerformedProcedureStepEndDate",
-    "PerformedProcedureStepEndTime",
-    "PerformedSeriesSequence",  # at least one series, even one holding no image
-)
-# "Not allowed" in an N-SET: what identifies the step, its patient and its schedule. Sent again
-# unchanged they are accepted (some modalities repeat them); changed they are refused.
-FIXED_AT_CREATE = (
-    SCHEDULED_STEPS,
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "ReferencedPatientSequence",
-    "PerformedProcedureStepID",
-    "PerformedStationAETitle",
-    "PerformedStationName",
-    "PerformedLocation",
-    "PerformedProcedureStepStartDate",
-    "PerformedProcedureStepStartTime",
-    "Modality",
-    "StudyID",
-)
-_DATES = ("PerformedProcedureStepStartDate", "PerformedProcedureStepEndDate")
-_TIMES = ("PerformedProcedureStepStartTime", "PerformedProcedureStepEndTime")
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
-MAX_CS = 16  # Modality (CS), as the performed_step column keeps it
-
-
-def _values(attributes: Mapping[str, Any], keyword: str) -> list[Any] | None:
-    """The values of an attribute; None when it was not sent, [] when sent empty."""
-    element = attributes.get(_key(keyword))
-    if element is None:
-        return None
-    return list(element.get("Value") or [])
-
-
-def _text(attributes: Mapping[str, Any], keyword: str) -> str | None:
-    values = _values(attributes, keyword)
-    if not values or values[0] is None:
-        return None
-    value = values[0]
-    if isinstance(value, dict):  # PN
-        return str(value.get("Alphabetic") or "") or None
-    return str(value).strip() or None
-
-
-def _require(attributes: Mapping[str, Any], keyword: str, context: str = "") -> None:
-    values = _values(attributes, keyword)
-    if values is None:
-        raise RequiredAttributeMissingError(f"{keyword}{context} is required", keyword)
-    if not any(value not in (None, "", {}) for value in values):
-        raise RequiredValueMissingError(f"{keyword}{context} has no value", keyword)
-
-
-def _check_status(attributes: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    if _values(attributes, STATUS) is None:
-        return
-    status = _text(attributes, STATUS) or ""
-    if status not in allowed:
-        raise InvalidAttributeValueError(
-            f"{STATUS} {status!r}: must be {' or '.join(allowed)}", STATUS
-        )
-
-
-def _check_values(attributes: Mapping[str, Any]) -> None:
-    """Values pedipacs reads and keeps in columns must be well formed."""
-    for keyword, pattern in [*((k, _DA) for k in _DATES), *((k, _TM) for k in _TIMES)]:
-        value = _text(attributes, keyword)
-        if value is not None and not pattern.fullmatch(value):
-            raise InvalidAttributeValueError(f"{keyword} {value!r} is malformed", keyword)
-    modality = _text(attributes, "Modality")
-    if modality is not None and len(modality) > MAX_CS:
-        raise InvalidAttributeValueError(f"Modality {modality!r} is too long", "Modality")
-    for item in _values(attributes, SCHEDULED_STEPS) or []:
-        study_uid = _text(item, "StudyInstanceUID")
-        if study_uid is not None and not UID(study_uid).is_valid:
-            raise InvalidAttributeValueError(
-                f"{SCHEDULED_STEPS} > StudyInstanceUID {study_uid!r} is not a valid UID",
-                "StudyInstanceUID",
-            )
-
-
-def check_created(attributes: Mapping[str, Any]) -> None:
-    """Refuse an N-CREATE that PS3.4 F.7.2.1 does not allow, naming the attribute."""
-    _require(attributes, STATUS)
-    _check_status(attributes, [PerformedProcedureStepStatus.IN_PROGRESS])
-    for keyword in REQUIRED_ON_CREATE:
-        _require(attributes, keyword)
-    for item in _values(attributes, SCHEDULED_STEPS) or []:
-        _require(item, "StudyInstanceUID", f" in each {SCHEDULED_STEPS} item")
-    _check_values(attributes)
-
-
-def _check_modifications(stored: Mapping[str, Any], modifications: Mapping[str, Any]) -> None:
-    _check_status(modifications, list(PerformedProcedureStepStatus))
-    for keyword in FIXED_AT_CREATE:
-        if _key(keyword) not in modifications:
-            continue
-        if _values(modifications, keyword) != (_values(stored, keyword) or []):  # absent: empty
-            raise InvalidAttributeValueError(
-                f"{keyword} is set by the N-CREATE and may not be changed", keyword
-            )
-    _check_values(modifications)
-
-
-def _check_final(attributes: Mapping[str, Any]) -> None:
-    for keyword in REQUIRED_WHEN_ENDED:
-        if not _values(attributes, keyword):  # absent or empty: a value is required by now
-            raise RequiredValueMissingError(
-                f"{keyword} must have a value when the step is COMPLETED or DISCONTINUED", keyword
-            )
-
-
-def _merged(stored: Mapping[str, Any], modifications: Mapping[str, Any]) -> JsonObject:
-    """An N-SET replaces each attribute it names, a sequence with all its items.
-
-    The JSON is Unicode whatever character set each request used, so no request's Specific
-    Character Set is kept (PS3.4 F.7.2.2.3 lets the SCP convert).
-    """
-    merged = {**stored, **modifications}
-    merged.pop(SPECIFIC_CHARACTER_SET, None)
-    return dict(sorted(merged.items()))
-
-
 # -- which orders and scheduled steps a performed step names ------------------------------------
 
 
@@ -273,12 +86,12 @@ class ScheduledReference:
 def scheduled_references(attributes: Mapping[str, Any]) -> list[ScheduledReference]:
     return [
         ScheduledReference(
-            study_instance_uid=_text(item, "StudyInstanceUID"),
-            accession_number=_text(item, "AccessionNumber"),
-            requested_procedure_id=_text(item, "RequestedProcedureID"),
-            scheduled_procedure_step_id=_text(item, "ScheduledProcedureStepID"),
+            study_instance_uid=attribute_text(item, "StudyInstanceUID"),
+            accession_number=attribute_text(item, "AccessionNumber"),
+            requested_procedure_id=attribute_text(item, "RequestedProcedureID"),
+            scheduled_procedure_step_id=attribute_text(item, "ScheduledProcedureStepID"),
         )
-        for item in _values(attributes, SCHEDULED_STEPS) or []
+        for item in attribute_values(attributes, SCHEDULED_STEPS) or []
     ]
 
 
@@ -445,7 +258,7 @@ def create_performed_step(
     check_created(attributes)
     if session.scalar(select(PerformedStep.id).where(PerformedStep.sop_instance_uid == uid)):
         raise PerformedStepExistsError(f"performed procedure step {uid} exists already")
-    kept = _merged({}, attributes)
+    kept = merged_attributes({}, attributes)
     references = scheduled_references(kept)
     linked = _link(session, references)
     step_ids = [step.id for step in linked.steps.values()]
@@ -456,7 +269,7 @@ def create_performed_step(
         order_fk=next(iter(linked.orders), None),
         scheduled_step_fk=step_ids[0] if len(step_ids) == 1 else None,
         study_instance_uid=references[0].study_instance_uid if references else None,
-        modality=_text(kept, "Modality"),
+        modality=attribute_text(kept, "Modality"),
         attributes=_json_text(kept),
     )
     session.add(row)
@@ -471,21 +284,15 @@ def update_performed_step(
 ) -> PerformedStepSummary:
     """N-SET: merge the modifications; COMPLETED or DISCONTINUED ends the step and moves its
     scheduled steps and orders. Only a step IN PROGRESS may be updated."""
-    row = session.scalar(
-        select(PerformedStep)
-        .where(PerformedStep.sop_instance_uid == sop_instance_uid)
-        .with_for_update()
-    )
-    if row is None:
-        raise UnknownPerformedStepError(f"no performed procedure step {sop_instance_uid}")
+    row = _performed_row(session, sop_instance_uid, lock=True)
     if row.status != PerformedProcedureStepStatus.IN_PROGRESS:
         raise PerformedStepEndedError("Performed Procedure Step Object may no longer be updated")
     stored = json.loads(row.attributes)
-    _check_modifications(stored, modifications)
-    merged = _merged(stored, modifications)
-    status = PerformedProcedureStepStatus(_text(merged, STATUS) or row.status)
+    check_modifications(stored, modifications)
+    merged = merged_attributes(stored, modifications)
+    status = PerformedProcedureStepStatus(attribute_text(merged, STATUS) or row.status)
     if status in FINAL:
-        _check_final(merged)
+        check_final(merged)
     # The schedule was fixed by the N-CREATE; it is resolved again so that an order changed in
     # between (steps scheduled anew) is still followed.
     linked = _link(session, scheduled_references(merged), lock=status in FINAL)
@@ -494,6 +301,15 @@ def update_performed_step(
     changes = _follow(session, linked, status) if status in FINAL else []
     _audit(session, origin, "U", row, merged, linked, changes)
     return _summary(row, linked)
+
+
+def _performed_row(session: Session, sop_instance_uid: str, *, lock: bool = False) -> PerformedStep:
+    """The performed step with that SOP Instance UID (locked until commit with `lock`)."""
+    statement = select(PerformedStep).where(PerformedStep.sop_instance_uid == sop_instance_uid)
+    row = session.scalar(statement.with_for_update() if lock else statement)
+    if row is None:
+        raise UnknownPerformedStepError(f"no performed procedure step {sop_instance_uid}")
+    return row
 
 
 def _json_text(attributes: Mapping[str, Any]) -> str:
@@ -520,7 +336,7 @@ def _audit(
     linked: _Linked,
     changes: list[str],
 ) -> None:
-    patient_id = _text(attributes, "PatientID")
+    patient_id = attribute_text(attributes, "PatientID")
     if linked.orders:
         patient = session.get(Patient, next(iter(linked.orders.values())).patient_fk)
         patient_id = patient.patient_id if patient is not None else patient_id
@@ -569,7 +385,7 @@ class PerformedStepService:
 
     def get(self, sop_instance_uid: str) -> PerformedStepSummary:
         with self._database.reading() as session:
-            row = self._row(session, sop_instance_uid)
+            row = _performed_row(session, sop_instance_uid)
             references = scheduled_references(json.loads(row.attributes))
             linked = _link(session, references, lock=False)
             return _summary(row, linked)
@@ -577,17 +393,8 @@ class PerformedStepService:
     def attributes(self, sop_instance_uid: str) -> JsonObject:
         """Every attribute received so far, as DICOM JSON (what an N-GET would answer)."""
         with self._database.reading() as session:
-            loaded: JsonObject = json.loads(self._row(session, sop_instance_uid).attributes)
+            loaded: JsonObject = json.loads(_performed_row(session, sop_instance_uid).attributes)
             return loaded
-
-    @staticmethod
-    def _row(session: Session, sop_instance_uid: str) -> PerformedStep:
-        row = session.scalar(
-            select(PerformedStep).where(PerformedStep.sop_instance_uid == sop_instance_uid)
-        )
-        if row is None:
-            raise UnknownPerformedStepError(f"no performed procedure step {sop_instance_uid}")
-        return row
 
     def _write(self, work: Callable[[Session], PerformedStepSummary]) -> PerformedStepSummary:
         try:

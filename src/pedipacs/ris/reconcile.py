@@ -44,8 +44,8 @@ from pedipacs.db.tables import (
 from pedipacs.errors import Conflict, InvalidInput, NotFound
 from pedipacs.model.origin import Origin
 from pedipacs.model.ris import OrderStatus
-from pedipacs.ris.identity import move_study
-from pedipacs.security.audit import AuditEventId, AuditRecord, record
+from pedipacs.ris.identity import audit_study_update, move_study
+from pedipacs.security.audit import AuditEventId, AuditRecord, record, record_query
 
 MAX_NOTE = 1000
 MAX_ACCESSION = 64  # what a study may carry (the order side allows 16)
@@ -476,17 +476,10 @@ def dismiss_exception(
     exception.resolved_at = utc_now()
     exception.detail = f"{exception.detail or ''}\ndismissed: {note}".strip()
     session.flush()
-    record(
-        session,
-        AuditRecord(
-            AuditEventId.PROCEDURE_RECORD,
-            "U",
-            origin,
-            patient_id=patient.patient_id,
-            study_instance_uid=study.study_instance_uid,
-            detail=f"image exception {exception.id} ({exception.reason}) dismissed: {note}",
-        ),
-    )
+    audit_study_update(
+        session, origin, patient, study,
+        f"image exception {exception.id} ({exception.reason}) dismissed: {note}",
+    )  # fmt: skip
     return exception
 
 
@@ -625,17 +618,12 @@ class ExceptionService:
         """One page of exceptions, newest first, audited as a query (110112)."""
         with self._database.reading() as session:
             page = search_exceptions(session, state, offset, limit, origin.patient_scope)
-        patients = {item.patient.patient_id for item in page.items}
         with self._database.unit_of_work() as session:
-            record(
+            record_query(
                 session,
-                AuditRecord(
-                    AuditEventId.QUERY,
-                    "E",
-                    origin,
-                    patient_id=patients.pop() if len(patients) == 1 else None,
-                    detail=f"image exceptions: {state}, from {offset}; {len(page.items)} shown",
-                ),
+                origin,
+                (item.patient.patient_id for item in page.items),
+                f"image exceptions: {state}, from {offset}; {len(page.items)} shown",
             )
         return page
 

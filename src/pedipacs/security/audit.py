@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -115,6 +115,22 @@ def record(session: Session, entry: AuditRecord) -> None:
         update(AuditChainHead)
         .where(AuditChainHead.id == CHAIN_HEAD_ID)
         .values(sequence=sequence, record_hash=record_hash)
+    )
+
+
+def record_query(session: Session, origin: Origin, patient_ids: Iterable[str], detail: str) -> None:
+    """A list shown to a person, audited as a query (110112): it names its patient when every
+    entry shown is that one patient's, and none when it shows several (or nothing)."""
+    shown = set(patient_ids)
+    record(
+        session,
+        AuditRecord(
+            AuditEventId.QUERY,
+            "E",
+            origin,
+            patient_id=shown.pop() if len(shown) == 1 else None,
+            detail=detail,
+        ),
     )
 
 

@@ -1,6 +1,6 @@
 """C-MOVE of a few hundred instances to a fast destination, several times: every instance
 arrives, and no move waits for a network timeout (pynetdicom's reactor race, see
-pedipacs.dimse.sending._pause_reactor)."""
+pedipacs.dimse.sending.pause_reactor)."""
 
 from __future__ import annotations
 

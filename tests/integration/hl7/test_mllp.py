@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 
 from pedipacs.db.tables import ImagingOrder, Patient, ScheduledStep
 from support import hl7_samples as samples
 from support.certificates import TestAuthority as Authority  # "Test*" would be collected
+from support.databases import count_rows
 from support.hl7_samples import MllpClient, ack_code, ack_fields, framed
 from support.server import RunningServer, free_port, start_server
 
@@ -31,12 +32,7 @@ class Hl7Node:
     port: int
 
     def count(self, table: type) -> int:
-        engine = create_engine(self.server.database_url)
-        try:
-            with engine.connect() as connection:
-                return int(connection.scalar(select(func.count()).select_from(table)) or 0)
-        finally:
-            engine.dispose()
+        return count_rows(self.server.database_url, table)
 
     def order_status(self, accession: str) -> str | None:
         engine = create_engine(self.server.database_url)

@@ -24,7 +24,6 @@ from playwright.sync_api import (
     Request,
     Response,
     Route,
-    ViewportSize,
     expect,
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
@@ -32,6 +31,12 @@ from pydicom import dcmread
 
 from pedipacs.demo.generator import generate_demo_data
 from pedipacs.web.pages.landing import STATIC_DIR
+from support.browser import (
+    TABLET,
+    assert_no_sideways_scroll,
+    assert_touch_targets,
+    open_signed_in,
+)
 from support.dcmtk import storescu
 from support.server import TESTER, TESTER_PASSWORD, RunningServer, start_server
 
@@ -39,7 +44,6 @@ REPO = Path(__file__).resolve().parents[3]
 VIEWER_DIR = Path(os.environ.get("PEDIPACS_TEST_VIEWER_DIR", REPO / "var" / "viewer"))
 STATIC_ORIGIN = "http://pages.test"
 VIEWER_TIMEOUT_MS = 120_000  # SwiftShader renders WebGL on the CPU, shared with the server
-TABLET: ViewportSize = {"width": 768, "height": 1024}
 RecordProperty = Callable[[str, object], None]
 
 
@@ -225,16 +229,6 @@ def test_person_names_dates_and_name_queries_are_formatted_for_people(static_pag
 # --- The landing page against the real server --------------------------------------------
 
 
-def _open(page: Page, server: RunningServer, path: str = "/") -> None:
-    """Open a page, signing in as `tester` on the sign-in form the server sends first."""
-    page.goto(f"{server.http_url}{path}")
-    if "/signin" in page.url:
-        page.get_by_label("Username").fill(TESTER)
-        page.get_by_label("Password").fill(TESTER_PASSWORD)
-        page.get_by_role("button", name="Sign in", exact=True).click()
-        page.wait_for_url(f"{server.http_url}{path}")
-
-
 def _search(page: Page, name: str) -> None:
     page.get_by_label("Patient name").fill(name)
     page.get_by_role("button", name="Search").click()
@@ -247,7 +241,7 @@ def test_landing_page_finds_a_patient_and_shows_the_age_the_paediatric_way(
     neonate = demo_archive.study("US", "US Head Neonatal")
     qido_urls: list[str] = []
     page.on("request", lambda request: _keep_qido(request, qido_urls))
-    _open(page, demo_archive.server)
+    open_signed_in(page, demo_archive.server)
     expect(page.locator("#study-table tbody tr").first).to_be_visible()
 
     family = neonate.patient_name.split("^")[0]
@@ -285,7 +279,7 @@ def test_landing_page_pages_through_every_study_with_more(
         assert 'data-page-size="5"' in html
         route.fulfill(response=served, body=html)
 
-    _open(page, demo_archive.server)
+    open_signed_in(page, demo_archive.server)
     page.route(f"{demo_archive.server.http_url}/", small_pages)
     page.goto(f"{demo_archive.server.http_url}/")
     rows = page.locator("#study-table tbody tr")
@@ -310,7 +304,7 @@ def test_landing_page_shows_the_archive_error_message(
         url = urlparse(route.request.url)
         route.continue_(url=url._replace(query=f"{url.query}&StudyDate=2024").geturl())
 
-    _open(page, demo_archive.server)
+    open_signed_in(page, demo_archive.server)
     expect(page.locator("#study-table tbody tr").first).to_be_visible()
     page.route("**/dicomweb/studies?*", malformed_date)
     page.get_by_role("button", name="Search").click()
@@ -327,27 +321,17 @@ def test_landing_page_is_readable_on_a_tablet_without_sideways_scrolling(
     context = browser.new_context(viewport=TABLET, has_touch=True, is_mobile=True)
     try:
         page = context.new_page()
-        _open(page, demo_archive.server)
+        open_signed_in(page, demo_archive.server)
         rows = page.locator("#study-table tbody tr")
         expect(rows.first).to_be_visible()
-        width = page.evaluate(
-            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-        )
-        assert width[0] <= width[1], f"horizontal scroll: content {width[0]}px in {width[1]}px"
+        assert_no_sideways_scroll(page)
         assert page.locator("#study-table thead").bounding_box()["height"] <= 1  # cards
         for index in range(rows.count()):
             box = rows.nth(index).bounding_box()
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= TABLET["width"]
-        too_small = page.evaluate(
-            """() => [...document.querySelectorAll('button, input, select, tbody a')]
-                .filter((element) => element.offsetParent !== null)
-                .map((element) => [element.id || element.textContent.trim(),
-                                   element.getBoundingClientRect().height])
-                .filter(([, height]) => height < 44)"""
-        )
-        assert too_small == [], f"touch targets under 44px: {too_small}"
+        assert_touch_targets(page, "button, input, select, tbody a")
         font_size = page.evaluate(
             "() => parseFloat(getComputedStyle(document.querySelector('tbody td')).fontSize)"
         )
@@ -382,7 +366,7 @@ def test_study_opens_in_the_viewer_and_draws_an_image(
     page.on("console", lambda message: traffic.console(message.type, message.text))
     page.on("pageerror", lambda error: traffic.console("pageerror", str(error)))
 
-    _open(page, demo_archive.server)
+    open_signed_in(page, demo_archive.server)
     _search(page, study.patient_name.split("^")[0])
     row = page.locator("#study-table tbody tr").filter(has_text=study.study_description)
     expect(row).to_have_count(1)

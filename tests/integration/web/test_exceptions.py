@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from playwright.sync_api import Browser, expect
 from pydicom import dcmread
 
 from pedipacs.db.engine import Database
@@ -21,12 +21,17 @@ from pedipacs.model.ris import OrderStatus
 from pedipacs.ris.orders import OrderService
 from pedipacs.security.accounts import AccountService
 from pedipacs.security.permissions import Role
+from support.browser import (
+    TABLET,
+    assert_no_sideways_scroll,
+    assert_touch_targets,
+    open_signed_in,
+)
 from support.dcmtk import findscu, storescu
 from support.files import PYDICOM_TEST_FILES
-from support.server import TESTER, TESTER_PASSWORD, RunningServer, start_server
+from support.server import TESTER, RunningServer, start_server
 from support.worklist import ISSUER, schedule_on
 
-TABLET: ViewportSize = {"width": 768, "height": 1024}
 STRANGER_ID = "MRN2999"  # a child with no order: the modality picked the wrong worklist item
 US_ORDER_UID = "2.25.1001"  # order A1001, NGUYEN
 WRONG_CHILD_UID = "2.25.7001"
@@ -189,15 +194,6 @@ def page_server(tmp_path_factory: pytest.TempPathFactory, dcmtk: None) -> Iterat
         running.stop()
 
 
-def open_signed_in(page: Page, server: RunningServer, path: str) -> None:
-    page.goto(f"{server.http_url}{path}")
-    if "/signin" in page.url:
-        page.get_by_label("Username").fill(TESTER)
-        page.get_by_label("Password").fill(TESTER_PASSWORD)
-        page.get_by_role("button", name="Sign in", exact=True).click()
-        page.wait_for_url(f"{server.http_url}{path}")
-
-
 def test_the_exceptions_page_resolves_exceptions_on_a_tablet(
     browser: Browser, page_server: RunningServer, artifacts: Path
 ) -> None:
@@ -228,18 +224,8 @@ def test_the_exceptions_page_resolves_exceptions_on_a_tablet(
         assert abs(images_box["y"] - order_box["y"]) < 2 and order_box["x"] > images_box["x"]
         expect(wrong.locator("section.identity.order .patient-id")).to_contain_text("MRN2002")
         expect(wrong.locator("section.identity.images .patient-id")).to_contain_text(STRANGER_ID)
-        width = page.evaluate(
-            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-        )
-        assert width[0] <= width[1], f"horizontal scroll: content {width[0]}px in {width[1]}px"
-        too_small = page.evaluate(
-            """() => [...document.querySelectorAll('main button, main input, main a')]
-                .filter((element) => element.offsetParent !== null)
-                .map((element) => [element.id || element.textContent.trim(),
-                                   element.getBoundingClientRect().height])
-                .filter(([, height]) => height < 44)"""
-        )
-        assert too_small == [], f"touch targets under 44px: {too_small}"
+        assert_no_sideways_scroll(page)
+        assert_touch_targets(page, "main button, main input, main a")
         page.screenshot(path=artifacts / "exceptions-tablet-768.png", full_page=True)
 
         # Dismiss: a note is asked for, then the card leaves the list.

@@ -22,7 +22,7 @@ from pedipacs.db.tables import AuditEvent, ImagingOrder, Patient, ScheduledStep
 from pedipacs.model.origin import Origin
 from pedipacs.security.accounts import AccountService
 from pedipacs.security.permissions import Role
-from support.databases import server_on_fresh_database
+from support.databases import count_rows, server_on_fresh_database
 from support.dcmtk import run
 from support.server import TESTER, RunningServer
 
@@ -53,12 +53,7 @@ class Site:
         )
 
     def count(self, table: type) -> int:
-        engine = create_engine(self.server.database_url)
-        try:
-            with engine.connect() as connection:
-                return int(connection.scalar(select(func.count()).select_from(table)) or 0)
-        finally:
-            engine.dispose()
+        return count_rows(self.server.database_url, table)
 
     def audit_since(self, sequence: int) -> list[tuple[Any, ...]]:
         """(event ID, action, outcome, patient ID, user) of every record after `sequence`."""

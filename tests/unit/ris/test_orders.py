@@ -4,7 +4,7 @@ procedures and worklist steps, changes and cancellation, at-most-once HL7 applic
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
@@ -20,12 +20,12 @@ from pedipacs.model.ris import (
     PatientRegistration,
     Priority,
     ProcedureRequest,
-    ScheduledStepRequest,
 )
 from pedipacs.node import Node
 from pedipacs.ris.inbox import AckCode, MessageKey
 from pedipacs.ris.orders import OrderClosedError, OrderExistsError, place_order
 from pedipacs.ris.patients import UnknownPatientError, register_patient
+from support.worklist import us_abdomen
 
 HIS = Origin.cli("his")
 MRN = PatientIdentity("MRN1001", "CHILDRENS", "MR")
@@ -42,30 +42,14 @@ NEWBORN = PatientRegistration(
 
 
 def ultrasound(accession: str = "ACC1", study_uid: str | None = None) -> OrderRequest:
-    return OrderRequest(
-        patient=MRN,
-        accession_number=accession,
+    return replace(
+        us_abdomen(MRN, accession, study_uid),
         priority=Priority.STAT,
         placer_order_number="PL-9",
         reason="Suspected appendicitis",
         referring_physician="OKAFOR^ADA",
         patient_class="E",
         patient_weight="18.5",
-        procedures=(
-            ProcedureRequest(
-                requested_procedure_id="RP1",
-                description="US abdomen",
-                study_instance_uid=study_uid,
-                steps=(
-                    ScheduledStepRequest(
-                        step_id="SPS1",
-                        modality="US",
-                        station_ae_title="US_ED_1",
-                        start=datetime(2026, 11, 25, 10, 30),
-                    ),
-                ),
-            ),
-        ),
     )
 
 

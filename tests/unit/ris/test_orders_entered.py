@@ -23,7 +23,8 @@ from pedipacs.model.ris import (
     StepStatus,
 )
 from pedipacs.node import Node
-from pedipacs.ris.orders import OPEN, OrderExistsError, OrderSearch
+from pedipacs.ris.order_views import OrderSearch
+from pedipacs.ris.orders import OPEN, OrderExistsError
 from support.worklist import schedule
 
 DESK = Origin.http("technologist", "10.1.2.3")

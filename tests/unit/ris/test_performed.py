@@ -17,14 +17,16 @@ from pedipacs.model.origin import Origin
 from pedipacs.model.ris import OrderStatus, OrderSummary
 from pedipacs.node import Node
 from pedipacs.ris.performed import (
-    InvalidAttributeValueError,
     InvalidSopInstanceUidError,
-    PerformedProcedureStepStatus,
     PerformedStepEndedError,
     PerformedStepExistsError,
+    UnknownPerformedStepError,
+)
+from pedipacs.ris.performed_attributes import (
+    InvalidAttributeValueError,
+    PerformedProcedureStepStatus,
     RequiredAttributeMissingError,
     RequiredValueMissingError,
-    UnknownPerformedStepError,
 )
 from support.mpps import as_json, ended, in_progress
 from support.worklist import HIS, ORDERS, schedule

@@ -5,7 +5,7 @@ resolved by hand (attach, with a confirmation for another patient; dismiss)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from io import BytesIO
 
 import pytest
@@ -22,8 +22,6 @@ from pedipacs.model.ris import (
     OrderStatus,
     PatientIdentity,
     PatientRegistration,
-    ProcedureRequest,
-    ScheduledStepRequest,
 )
 from pedipacs.node import Node
 from pedipacs.ris.reconcile import (
@@ -36,6 +34,7 @@ from pedipacs.ris.reconcile import (
     UnknownExceptionError,
 )
 from support.files import PYDICOM_TEST_FILES
+from support.worklist import us_abdomen
 
 HIS = Origin.cli("his")
 NURSE = Origin.http("nurse.kim", "10.0.0.9")
@@ -59,25 +58,7 @@ OTHER_UID = "1.2.826.0.1.3680043.10.3002"
 def order(
     accession: str = "R3001", patient: PatientRegistration = NGUYEN, study_uid: str = ORDER_UID
 ) -> OrderRequest:
-    return OrderRequest(
-        patient=patient.primary,
-        accession_number=accession,
-        procedures=(
-            ProcedureRequest(
-                requested_procedure_id="RP1",
-                description="US abdomen",
-                study_instance_uid=study_uid,
-                steps=(
-                    ScheduledStepRequest(
-                        step_id="SPS1",
-                        modality="US",
-                        station_ae_title="US_ED_1",
-                        start=datetime(2026, 11, 25, 10, 30),
-                    ),
-                ),
-            ),
-        ),
-    )
+    return us_abdomen(patient.primary, accession, study_uid)
 
 
 def image(

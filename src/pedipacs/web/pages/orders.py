@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from pedipacs.errors import Conflict, InvalidInput, NotFound, PedipacsError
 from pedipacs.http.auth import CurrentOrigin
 from pedipacs.model.ris import OrderRequest, Priority
-from pedipacs.ris.orders import CLOSED, OrderDetail, OrderService
+from pedipacs.ris.order_views import OrderDetail
+from pedipacs.ris.orders import CLOSED, OrderService
 from pedipacs.security.permissions import Permission
 from pedipacs.web.pages.account import render
 from pedipacs.web.pages.landing import MODALITIES

@@ -32,14 +32,8 @@ from pedipacs.model.ris import (
     ProcedureRequest,
     ScheduledStepRequest,
 )
-from pedipacs.ris.orders import (
-    MAX_PAGE,
-    OPEN,
-    OrderDetail,
-    OrderListItem,
-    OrderSearch,
-    OrderService,
-)
+from pedipacs.ris.order_views import MAX_PAGE, OrderDetail, OrderListItem, OrderSearch
+from pedipacs.ris.orders import OPEN, OrderService
 from pedipacs.security.access import AccessPolicy
 from pedipacs.security.permissions import Permission
 
