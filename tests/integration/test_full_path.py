@@ -206,6 +206,11 @@ def test_order_to_worklist_to_images_to_completed_then_the_newborns_merge(
     assert order_and_studies(server) == ("arrived", [(samples.STUDY_UID, False)])
     assert report_progress(server, item, images) == (SUCCESS, SUCCESS)
     assert order_and_studies(server) == ("completed", [(samples.STUDY_UID, False)])
+    shown = server.get(f"{server.http_url}/api/orders/{samples.ACCESSION}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["status"] == "completed"
+    assert [(s["studyInstanceUid"], s["modalities"], s["instances"])
+            for s in shown.json()["studies"]] == [(samples.STUDY_UID, ["CT"], 3)]  # fmt: skip
 
     with MllpClient(hl7_port) as his:
         assert ack_code(his.send(samples.merge())) == "AA"

@@ -18,14 +18,14 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from pedipacs.db.base import utc_now
+from pedipacs.db.base import aware_utc, utc_now
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import CommitmentRequest, Instance, Patient, PeerRow, Series, Study
 from pedipacs.errors import (
@@ -370,7 +370,7 @@ def _references(text: str) -> tuple[SopReference, ...]:
 
 
 def _job(row: CommitmentRequest) -> CommitmentJob:
-    due_at = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=UTC)  # SQLite: naive
+    due_at = aware_utc(row.due_at)
     return CommitmentJob(
         id=row.id,
         transaction_uid=row.transaction_uid,

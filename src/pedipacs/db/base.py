@@ -21,6 +21,12 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def aware_utc(moment: datetime) -> datetime:
+    """A moment read from the database as an aware UTC datetime: SQLite gives back naive UTC,
+    PostgreSQL aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

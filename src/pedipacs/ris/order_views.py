@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from pedipacs.db.base import aware_utc
 from pedipacs.db.tables import (
     ImagingOrder,
     Patient,
     PatientIdentifier,
     RequestedProcedure,
     ScheduledStep,
+    Study,
 )
 from pedipacs.errors import InvalidInput
 from pedipacs.model.ris import (
@@ -121,6 +123,17 @@ class OrderPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrivedStudy:
+    """A stored study matched to the order (reconciliation): the images of the exam."""
+
+    study_instance_uid: str
+    study_date: date | None
+    modalities: tuple[str, ...]
+    series: int
+    instances: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrderDetail:
     """An order as it stands. `request` is what would re-create it (Study Instance UIDs
     included): change it with `dataclasses.replace` and give it to `OrderService.change_for`."""
@@ -132,6 +145,7 @@ class OrderDetail:
     step_statuses: tuple[tuple[StepStatus, ...], ...]
     created_at: datetime
     updated_at: datetime
+    studies: tuple[ArrivedStudy, ...] = ()
 
 
 def search_orders(
@@ -294,14 +308,21 @@ def order_detail(session: Session, row: ImagingOrder) -> OrderDetail:
         status=OrderStatus(row.status),
         patient=registration_from_patient(patient, (identity,)),
         step_statuses=tuple(statuses),
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=aware_utc(row.created_at),
+        updated_at=aware_utc(row.updated_at),
+        studies=tuple(
+            ArrivedStudy(
+                study.study_instance_uid,
+                study.study_date,
+                tuple(m for m in study.modalities_in_study.split("\\") if m),
+                study.number_of_study_related_series,
+                study.number_of_study_related_instances,
+            )
+            for study in session.scalars(
+                select(Study).where(Study.order_fk == row.id).order_by(Study.id)
+            )
+        ),
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives back naive UTC, PostgreSQL aware: aware for both."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _procedure_request(

@@ -373,7 +373,8 @@ class PerformedStepService:
         except IntegrityError as error:
             # Two modalities raced to create the same UID; the unique constraint chose one.
             raise PerformedStepExistsError(
-                f"performed procedure step {sop_instance_uid} exists already"
+                f"performed procedure step {sop_instance_uid or '(UID chosen by pedipacs)'} "
+                "exists already"
             ) from error
 
     def update(

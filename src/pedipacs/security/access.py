@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from pedipacs.db.base import aware_utc
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import BreakGlassAccess, CareTeamMember, UserAccount
 from pedipacs.errors import InvalidInput, NotFound, PermissionDenied
@@ -45,10 +46,6 @@ class BreakGlass:
     expires_at: datetime
     reviewed_by: str | None
     reviewed_at: datetime | None
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class AccessPolicy:
@@ -233,8 +230,8 @@ def _break_glass(row: BreakGlassAccess, username: str) -> BreakGlass:
         patient_id=row.patient_id,
         reason=row.reason,
         remote_host=row.remote_host,
-        started_at=_aware(row.started_at),
-        expires_at=_aware(row.expires_at),
+        started_at=aware_utc(row.started_at),
+        expires_at=aware_utc(row.expires_at),
         reviewed_by=row.reviewed_by,
-        reviewed_at=_aware(row.reviewed_at) if row.reviewed_at else None,
+        reviewed_at=aware_utc(row.reviewed_at) if row.reviewed_at else None,
     )

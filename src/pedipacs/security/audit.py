@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
+from pedipacs.db.base import aware_utc
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import AuditChainHead, AuditEvent
 from pedipacs.model.origin import Origin
@@ -145,15 +146,10 @@ def chain_hash(previous_hash: str, sequence: int, values: Mapping[str, Any]) -> 
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
         # SQLite gives back naive UTC, PostgreSQL aware: one text for both.
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return aware_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
 
 
@@ -291,7 +287,7 @@ class AuditTrail:
         return [
             AuditEntry(
                 sequence=row.sequence,
-                at=_utc(row.at),
+                at=aware_utc(row.at),
                 event_id=row.event_id,
                 event_name=row.event_name,
                 action=row.event_action,

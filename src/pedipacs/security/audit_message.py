@@ -20,6 +20,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 from sqlalchemy import Row
 
+from pedipacs.db.base import aware_utc
+
 OUTCOMES = {0, 4, 8, 12}
 ACTIONS = {"C", "R", "U", "D", "E"}
 # Characters XML 1.0 cannot carry at all, escaped or not (controls, lone surrogates, U+FFFE/F).
@@ -180,9 +182,7 @@ def utc_timestamp(value: datetime) -> str:
     >>> utc_timestamp(datetime(2026, 3, 1, 8, 30, 5, 120))
     '2026-03-01T08:30:05.000120Z'
     """
-    # SQLite gives back naive UTC, PostgreSQL aware.
-    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return aware_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _xml_safe(text: str) -> str:

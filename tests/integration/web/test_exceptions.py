@@ -141,7 +141,7 @@ def test_images_of_another_child_wait_on_the_exceptions_list_until_attached_with
 
     attached = server.post(
         f"{api}/{wrong['id']}/attach",
-        json={"accession_number": "A1002", "confirm_other_patient": True},
+        json={"accessionNumber": "A1002", "confirmOtherPatient": True},
     )
 
     assert attached.status_code == 200, attached.text

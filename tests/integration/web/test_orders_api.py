@@ -188,7 +188,8 @@ def test_an_order_placed_over_http_is_listed_scheduled_rescheduled_and_cancelled
     assert detail["patientWeight"] == pytest.approx(11.2)
     assert detail["procedures"][0]["code"]["value"] == "RPID1001"
     # What GET answers is what PUT takes: move the exam to another room and day.
-    for key in ("status", "createdAt", "updatedAt"):
+    assert detail["studies"] == []  # no image has arrived yet
+    for key in ("status", "createdAt", "updatedAt", "studies"):
         del detail[key]
     detail["procedures"][0]["studyInstanceUid"] = None  # kept all the same
     step_body = detail["procedures"][0]["steps"][0]

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
+from pedipacs.db.base import aware_utc
 from pedipacs.dicomweb.errors import http_status_from_error, public_message
 from pedipacs.errors import InvalidInput, PedipacsError
 from pedipacs.http.auth import CurrentOrigin, requires
@@ -44,7 +46,8 @@ StateParameter = Annotated[str, Query(max_length=16)]
 
 
 class AttachBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # camelCase like the other JSON APIs (accessionNumber); snake_case is accepted too.
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     accession_number: str = Field(max_length=MAX_ACCESSION)
     # Required to attach to an order of another patient: the study then moves to them.
@@ -81,9 +84,9 @@ def _as_json(item: ImageExceptionSummary) -> dict[str, Any]:
         "reason": item.reason.value,
         "state": item.state.value,
         "detail": item.detail,
-        "createdAt": item.created_at.isoformat(),
+        "createdAt": aware_utc(item.created_at).isoformat(),
         "resolvedBy": item.resolved_by,
-        "resolvedAt": item.resolved_at.isoformat() if item.resolved_at else None,
+        "resolvedAt": aware_utc(item.resolved_at).isoformat() if item.resolved_at else None,
         "studyInstanceUid": item.study_instance_uid,
         "accessionNumber": item.accession_number,
         "studyDate": item.study_date.isoformat() if item.study_date else None,

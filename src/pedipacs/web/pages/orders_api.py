@@ -287,6 +287,17 @@ def detail_json(detail: OrderDetail) -> dict[str, Any]:
             }
             for procedure, statuses in zip(order.procedures, detail.step_statuses, strict=True)
         ],
+        # The images that arrived for the order (matched by Study Instance UID or accession).
+        "studies": [
+            {
+                "studyInstanceUid": study.study_instance_uid,
+                "studyDate": _iso(study.study_date),
+                "modalities": list(study.modalities),
+                "series": study.series,
+                "instances": study.instances,
+            }
+            for study in detail.studies
+        ],
     }
 
 
