@@ -34,6 +34,7 @@ SEEDS = {
     "orm": samples.orm(),
     "omi": samples.omi(),
     "orm-cancel": samples.orm(control="CA"),
+    "orm-status": samples.with_field(samples.orm(control="SC"), "ORC", 5, "CM"),
     "a47": samples.change_identifier(),
     "a40": samples.merge(),
 }

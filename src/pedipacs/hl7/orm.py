@@ -1,11 +1,13 @@
 """Orders: ORM^O01 and OMI^O23, from ORC/OBR (with PID, PV1, TQ1, IPC, ZDS, OBX) to
-`ris.orders` (place, change, cancel), the patient of the PID registered first, all in one
-transaction.
+`ris.orders` (place, change, cancel, status), the patient of the PID registered first, all in
+one transaction.
 
 Each ORC starts an order group. ORC-1 says what to do: NW place, XO change (the message carries
-the whole new order), CA or DC cancel. Groups with the same accession number make one order;
-within it, groups (or IPC segments) with the same requested procedure ID make one requested
-procedure, each group or IPC one scheduled procedure step.
+the whole new order), CA or DC cancel, SC report the order's status in ORC-5 (IP in progress,
+CM completed, DC discontinued, CA cancelled; SC scheduled changes nothing). Groups with the
+same accession number make one order; within it, groups (or IPC segments) with the same
+requested procedure ID make one requested procedure, each group or IPC one scheduled procedure
+step.
 
 Fields read (the first non-empty one wins where several are named):
 
@@ -55,17 +57,31 @@ from pedipacs.hl7.values import checked_text, timestamp_from_dtm
 from pedipacs.model.origin import Origin
 from pedipacs.model.ris import (
     OrderRequest,
+    OrderStatus,
     PatientRegistration,
     Priority,
     ProcedureRequest,
     ScheduledStepRequest,
 )
-from pedipacs.ris.orders import cancel_order, change_order_for, place_order_for
+from pedipacs.ris.orders import (
+    cancel_order,
+    change_order_for,
+    place_order_for,
+    record_order_status,
+)
 from pedipacs.ris.patients import register_patient
 
-PLACE, CHANGE = "NW", "XO"
+PLACE, CHANGE, STATUS = "NW", "XO", "SC"
 CANCEL = frozenset({"CA", "DC"})
-ORDER_CONTROLS = frozenset({PLACE, CHANGE, *CANCEL})
+ORDER_CONTROLS = frozenset({PLACE, CHANGE, STATUS, *CANCEL})
+# ORC-5 (HL7 table 0038) of an ORC-1 SC: the status the hospital reports.
+ORDER_STATUS_FROM_HL7 = {
+    "SC": OrderStatus.SCHEDULED,
+    "IP": OrderStatus.IN_PROGRESS,
+    "CM": OrderStatus.COMPLETED,
+    "DC": OrderStatus.DISCONTINUED,
+    "CA": OrderStatus.CANCELLED,
+}
 PRIORITY_FROM_HL7 = {
     "S": Priority.STAT,
     "STAT": Priority.STAT,
@@ -93,10 +109,11 @@ def handle_omi_o23(message: Message, origin: Origin) -> Work:
 class OrderAction:
     """What one order of the message asks for."""
 
-    control: str  # NW, XO, CA, DC
+    control: str  # NW, XO, CA, DC, SC
     accession_number: str
     order: OrderRequest | None = None  # for NW and XO
     reason: str | None = None  # for CA and DC (ORC-16)
+    status: OrderStatus | None = None  # for SC (ORC-5)
 
 
 def _orders(message: Message, origin: Origin) -> Work:
@@ -116,6 +133,10 @@ def _orders(message: Message, origin: Origin) -> Work:
                 change_order_for(session, pending, action.order, origin)
                 pending = None
                 done.append(f"order {action.accession_number} changed")
+            elif action.control == STATUS:
+                assert action.status is not None
+                now = record_order_status(session, action.accession_number, action.status, origin)
+                done.append(f"order {action.accession_number} {now}")
             else:
                 cancel_order(session, action.accession_number, origin, reason=action.reason)
                 done.append(f"order {action.accession_number} cancelled")
@@ -183,6 +204,9 @@ def actions_from_message(
                 ErrorCode.TABLE_VALUE_NOT_FOUND,
             )
         control = controls.pop()
+        if control == STATUS:
+            actions.append(OrderAction(control, accession, status=_reported_status(first.orc)))
+            continue
         if control in CANCEL:
             reason = first.orc.value(16, 2) or first.orc.value(16)
             actions.append(
@@ -260,18 +284,37 @@ def _add_to_group(group: _Group, segment: Segment) -> None:
         group.obxs.append(segment)
 
 
+def _reported_status(orc: Segment) -> OrderStatus:
+    """ORC-5 of an ORC-1 SC: the order status the hospital reports."""
+    value = orc.value(5).upper()
+    if not value:
+        raise Hl7ContentError(
+            "ORC-5 is empty: ORC-1 SC needs the order status",
+            orc.location(5),
+            ErrorCode.REQUIRED_FIELD_MISSING,
+        )
+    if value not in ORDER_STATUS_FROM_HL7:
+        raise Hl7ContentError(
+            f"ORC-5: order status {value[:8]!r} is not supported "
+            f"({', '.join(ORDER_STATUS_FROM_HL7)})",
+            orc.location(5),
+            ErrorCode.TABLE_VALUE_NOT_FOUND,
+        )
+    return ORDER_STATUS_FROM_HL7[value]
+
+
 def _steps(group: _Group) -> list[_Step]:
     orc, obr = group.orc, group.obr
     control = orc.value(1).upper()
     if control not in ORDER_CONTROLS:
         raise Hl7ContentError(
-            f"ORC-1: order control {control[:8]!r} is not supported (NW, XO, CA, DC)"
+            f"ORC-1: order control {control[:8]!r} is not supported (NW, XO, CA, DC, SC)"
             if control
             else "ORC-1 is empty: the order control code is required",
             orc.location(1),
             ErrorCode.TABLE_VALUE_NOT_FOUND if control else ErrorCode.REQUIRED_FIELD_MISSING,
         )
-    if control not in CANCEL and obr is None:
+    if control in (PLACE, CHANGE) and obr is None:
         raise Hl7ContentError(
             f"OBR: the OBR segment is missing; ORC-1 {control} needs it",
             Location("OBR", orc.sequence),

@@ -303,6 +303,53 @@ def _schedule(
     session.flush()
 
 
+# The order statuses the hospital may report (HL7 ORC-1 SC with ORC-5), and what each does.
+REPORTABLE_STATUSES = frozenset(
+    {OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS, OrderStatus.COMPLETED,
+     OrderStatus.DISCONTINUED, OrderStatus.CANCELLED}
+)  # fmt: skip
+_STEP_STATUS_FOR_ORDER = {
+    OrderStatus.COMPLETED: StepStatus.COMPLETED,
+    OrderStatus.DISCONTINUED: StepStatus.DISCONTINUED,
+}
+_STILL_TO_PERFORM = (StepStatus.SCHEDULED, StepStatus.ARRIVED, StepStatus.READY, StepStatus.STARTED)
+
+
+def record_order_status(
+    session: Session, accession_number: str, status: OrderStatus, origin: Origin
+) -> str:
+    """The hospital reports an order's status (HL7 ORC-1 SC): in progress, completed or
+    discontinued (the steps still to perform leave the worklist), cancelled; `scheduled` changes
+    nothing pedipacs knows better (images or MPPS may have moved it on). Audited (110109)."""
+    if status not in REPORTABLE_STATUSES:
+        raise InvalidInput(f"order status {status} cannot be reported by the hospital")
+    if status is OrderStatus.CANCELLED:
+        cancel_order(session, accession_number, origin, reason="reported by the hospital")
+        return "cancelled"
+    row = _open_order(session, accession_number)
+    before = OrderStatus(row.status)
+    if status is OrderStatus.SCHEDULED or (
+        status is OrderStatus.IN_PROGRESS and before is not OrderStatus.SCHEDULED
+        and before is not OrderStatus.ARRIVED
+    ):  # fmt: skip
+        return f"{before} (unchanged)"
+    row.status = status
+    step_status = _STEP_STATUS_FOR_ORDER.get(status)
+    if step_status is not None:
+        procedures = select(RequestedProcedure.id).where(RequestedProcedure.order_fk == row.id)
+        for step in session.scalars(
+            select(ScheduledStep).where(
+                ScheduledStep.procedure_fk.in_(procedures),
+                ScheduledStep.status.in_([str(s) for s in _STILL_TO_PERFORM]),
+            )
+        ):
+            step.status = step_status
+    patient = session.get(Patient, row.patient_fk)
+    detail = f"order {row.accession_number} {before} -> {status} (reported by the hospital)"
+    _audit(session, origin, patient.patient_id if patient else None, "U", detail)
+    return str(status)
+
+
 def _set_step_status(session: Session, row: ImagingOrder, status: StepStatus) -> None:
     procedures = select(RequestedProcedure.id).where(RequestedProcedure.order_fk == row.id)
     for step in session.scalars(

@@ -104,7 +104,7 @@ def test_the_weight_is_converted_to_kilograms() -> None:
     ("segment", "field", "value", "location", "code"),
     [
         ("OBR", 4, "", "OBR-4", ErrorCode.REQUIRED_FIELD_MISSING),
-        ("ORC", 1, "SC", "ORC-1", ErrorCode.TABLE_VALUE_NOT_FOUND),
+        ("ORC", 1, "OK", "ORC-1", ErrorCode.TABLE_VALUE_NOT_FOUND),
         ("ORC", 1, "", "ORC-1", ErrorCode.REQUIRED_FIELD_MISSING),
         ("ORC", 7, "^^^202611251030^^X", "ORC-7.6", ErrorCode.TABLE_VALUE_NOT_FOUND),
         ("OBR", 18, "A" * 17, "OBR-18.1", ErrorCode.DATA_TYPE_ERROR),

@@ -143,3 +143,43 @@ def test_any_sender_is_accepted_with_a_star(node: Node) -> None:
     ack = samples.ack_fields(receiver.receive(samples.adt().replace(b"|HIS|", b"|LAB|")))
 
     assert ack["MSA"][1] == "AA"
+
+
+def test_the_hospital_reports_an_orders_status(node: Node, receiver: Hl7Receiver) -> None:
+    answer(receiver, samples.orm())
+
+    started = answer(receiver, samples.with_field(samples.orm("ORM0002", "SC"), "ORC", 5, "IP"))
+    assert (started["MSA"][1], node.orders.get(samples.ACCESSION).status) == (
+        "AA",
+        OrderStatus.IN_PROGRESS,
+    )
+    done = answer(receiver, samples.with_field(samples.orm("ORM0003", "SC"), "ORC", 5, "CM"))
+
+    assert done["MSA"][1] == "AA"
+    assert node.orders.get(samples.ACCESSION).status is OrderStatus.COMPLETED
+    with node.database.reading() as session:
+        assert session.scalars(select(ScheduledStep.status)).all() == ["COMPLETED"]
+
+
+@pytest.mark.parametrize(
+    ("orc_5", "err"), [("HD", "103"), ("", "101")], ids=["on-hold", "no-status"]
+)
+def test_a_status_pedipacs_cannot_keep_is_refused_and_changes_nothing(
+    node: Node, receiver: Hl7Receiver, orc_5: str, err: str
+) -> None:
+    answer(receiver, samples.orm())
+
+    refused = answer(receiver, samples.with_field(samples.orm("ORM0002", "SC"), "ORC", 5, orc_5))
+
+    assert (refused["MSA"][1], refused["ERR"][3].split("^")[0]) == ("AE", err)
+    assert node.orders.get(samples.ACCESSION).status is OrderStatus.SCHEDULED
+
+
+def test_a_status_for_a_cancelled_order_is_refused(node: Node, receiver: Hl7Receiver) -> None:
+    answer(receiver, samples.orm())
+    answer(receiver, samples.orm("ORM0002", "CA"))
+
+    refused = answer(receiver, samples.with_field(samples.orm("ORM0003", "SC"), "ORC", 5, "CM"))
+
+    assert refused["MSA"][1] == "AE"
+    assert node.orders.get(samples.ACCESSION).status is OrderStatus.CANCELLED
