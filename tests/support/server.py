@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,27 @@ READY_TIMEOUT = 60.0
 AE_TITLE = "PEDIPACS"
 
 
+# Listening ports for the servers the tests start come from below the kernel's ephemeral range
+# (32768-60999 on Linux): a port picked there could be taken by any outgoing connection (a
+# database client, an HTTP poll) in the seconds before the server binds it.
+TEST_PORTS = range(20000, 32000)
+_picked_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on now, never handed out before in this test run."""
+    if len(_picked_ports) > len(TEST_PORTS) // 2:
+        _picked_ports.clear()  # a long run: ports of servers long stopped may serve again
+    candidates = [port for port in TEST_PORTS if port not in _picked_ports]
+    for port in random.sample(candidates, len(candidates)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _picked_ports.add(port)
+        return port
+    raise RuntimeError(f"no free port in {TEST_PORTS} for the tests")
 
 
 @dataclass
