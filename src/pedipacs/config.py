@@ -11,6 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -224,6 +225,56 @@ class Settings(BaseSettings):
         description="Delivery attempts of a Storage Commitment report before it is marked "
         "failed (30: about 4 hours of retries).",
     )
+    hl7_report_receivers: list[str] = Field(
+        default_factory=list,
+        description="Where released reports go as HL7 ORU^R01 over MLLP, each `host:port`, e.g. "
+        '`["his.example.org:6661"]`. Each report is sent to each receiver exactly once per '
+        "release (preliminary, final, addendum), retried while the receiver is down.",
+    )
+    hl7_receiving_facility: str = Field(
+        "",
+        description="MSH-6 of outgoing ORU^R01 messages (the hospital's facility name, if the HIS "
+        "asks for one).",
+    )
+    store_report_objects: bool = Field(
+        True,
+        description="Store each signed report (final, and again with each addendum) in its study "
+        "as an Encapsulated PDF, so any DICOM viewer shows it beside the images.",
+    )
+    reading_claim_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="How long an exam opened for reporting stays claimed by its reader "
+        "(renewed by every save) before it returns to the reading worklist.",
+    )
+    intensive_care_units: list[str] = Field(
+        default_factory=lambda: ["ED", "ER", "NICU", "PICU", "ICU", "CICU", "PCICU"],
+        description="Points of care (HL7 PV1-3.1) and ordering departments whose exams are read "
+        "right after STAT ones, with the emergency patients.",
+    )
+    turnaround_target_minutes: dict[str, int] = Field(
+        default_factory=lambda: {"STAT": 60, "ASAP": 240, "ROUTINE": 1440},
+        description="Target time from images arrived to the final report, by order priority, "
+        "in minutes; exams past it are listed on the turnaround page.",
+    )
+    timezone: str = Field(
+        "UTC",
+        description="The hospital's time zone (IANA name, e.g. `Europe/Paris`): turnaround times "
+        "count day, night and weekend shifts in it.",
+    )
+    job_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the background job worker looks for due jobs (jobs enqueued on "
+        "this node start at once).",
+    )
+    job_max_attempts: int = Field(
+        40,
+        gt=0,
+        description="Attempts of a background job (e.g. an ORU^R01 to a receiver that is down) "
+        "before it is marked failed; the wait doubles from 5 s to at most 10 minutes (40: about "
+        "6 hours).",
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR.")
 
     @field_validator("ae_title")
@@ -232,6 +283,24 @@ class Settings(BaseSettings):
         value = value.strip()
         if not 0 < len(value) <= 16 or "\\" in value or not value.isascii():
             raise ValueError("an AE title has 1 to 16 ASCII characters and no backslash")
+        return value
+
+    @field_validator("hl7_report_receivers")
+    @classmethod
+    def _receivers_are_host_port(cls, value: list[str]) -> list[str]:
+        for receiver in value:
+            host, _, port = receiver.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{receiver!r}: an HL7 receiver is `host:port`")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
         return value
 
     @property

@@ -180,7 +180,7 @@ def search_orders(
         modality = criteria.modality.strip().upper()
         statement = statement.where(steps.where(ScheduledStep.modality == modality).exists())
     if criteria.patient and criteria.patient.strip():
-        statement = statement.where(_patient_matches(criteria.patient.strip()))
+        statement = statement.where(patient_matches(criteria.patient.strip()))
     if patient_scope is not None:
         statement = statement.where(Patient.patient_id.in_(sorted(patient_scope)))
     statement = (
@@ -199,7 +199,7 @@ def search_orders(
     )
 
 
-def _patient_matches(text: str) -> ColumnElement[bool]:
+def patient_matches(text: str) -> ColumnElement[bool]:
     """Any identifier of the patient, or a name part starting with `text` (PN search form:
     upper case, `^` between the parts)."""
     prefix = pn_search_form(text) or ""

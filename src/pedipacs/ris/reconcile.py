@@ -282,6 +282,12 @@ def _attach(session: Session, study_id: int, order_id: int) -> bool:
     """Join the study to the order; a scheduled order moves to arrived (a conditional update:
     an MPPS moving the same order meanwhile is never undone). Whether the order moved."""
     session.execute(update(Study).where(Study.id == study_id).values(order_fk=order_id))
+    # The first images' arrival, whatever the modality reported before (MPPS often comes first).
+    session.execute(
+        update(ImagingOrder)
+        .where(ImagingOrder.id == order_id, ImagingOrder.images_arrived_at.is_(None))
+        .values(images_arrived_at=utc_now())
+    )
     moved = session.execute(
         update(ImagingOrder)
         .where(ImagingOrder.id == order_id, ImagingOrder.status == OrderStatus.SCHEDULED)

@@ -9,8 +9,16 @@ from pedipacs.db.tables.account import (
 )
 from pedipacs.db.tables.audit import AuditChainHead, AuditEvent
 from pedipacs.db.tables.change import Change
+from pedipacs.db.tables.job import Job
 from pedipacs.db.tables.patient import Patient
 from pedipacs.db.tables.peer import PeerRow
+from pedipacs.db.tables.report import (
+    CriticalResult,
+    ReadingClaim,
+    Report,
+    ReportTemplateRow,
+    ReportVersion,
+)
 from pedipacs.db.tables.ris import (
     CommitmentRequest,
     Hl7MessageRecord,
@@ -31,16 +39,22 @@ __all__ = [
     "CareTeamMember",
     "Change",
     "CommitmentRequest",
+    "CriticalResult",
     "Hl7MessageRecord",
     "ImageException",
     "ImagingOrder",
     "Instance",
     "InstanceConflict",
     "InstanceMetadata",
+    "Job",
     "Patient",
     "PatientIdentifier",
     "PeerRow",
     "PerformedStep",
+    "ReadingClaim",
+    "Report",
+    "ReportTemplateRow",
+    "ReportVersion",
     "RequestedProcedure",
     "ScheduledStep",
     "Series",

@@ -64,8 +64,13 @@ class ImagingOrder(Base):
     referring_physician_name_search: Mapped[str | None] = mapped_column(search_string(324))
     ordering_department: Mapped[str | None] = mapped_column(String(64))
     patient_class: Mapped[str | None] = mapped_column(String(8))  # PV1-2: E, I, O, ...
+    # PV1-3.1, the point of care (ward or unit: ED, NICU, PICU, ...), upper case.
+    patient_location: Mapped[str | None] = mapped_column(String(64))
     patient_weight: Mapped[str | None] = mapped_column(String(16))  # kg, DS text
     ordered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the first image of the exam arrived (reconciled with the order): turnaround times
+    # and the reading worklist's waiting time count from it.
+    images_arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[utc_datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utc_now, onupdate=utc_now)
 

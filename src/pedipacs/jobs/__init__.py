@@ -1,0 +1,2 @@
+"""Durable background work: a job table, leased by workers on every node, retried with
+back-off."""

@@ -1,0 +1,2 @@
+"""Reading and reporting: the reading worklist, reports and their templates, critical results,
+a child's imaging timeline and turnaround times."""

@@ -1,0 +1,72 @@
+"""An exam as reporting sees it: the order (by accession number), its patient and the studies
+that arrived for it. Functions taking a `Session` work in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pedipacs.db.tables import ImagingOrder, Patient, RequestedProcedure, Study
+from pedipacs.model.reports import PatientLine
+from pedipacs.ris.orders import UnknownOrderError
+
+MODALITY_SEPARATOR = "\\"  # modalities_in_study keeps the DICOM multi-value form
+
+
+def order_by_accession(
+    session: Session, accession: str, *, for_update: bool = False
+) -> ImagingOrder:
+    statement = select(ImagingOrder).where(ImagingOrder.accession_number == accession.strip())
+    if for_update:
+        statement = statement.with_for_update()
+    row = session.scalars(statement).first()
+    if row is None:
+        raise UnknownOrderError(f"no exam has accession number {accession!r}")
+    return row
+
+
+def patient_of(session: Session, order: ImagingOrder) -> Patient:
+    patient = session.get(Patient, order.patient_fk)
+    assert patient is not None  # a foreign key
+    return patient
+
+
+def patient_line(patient: Patient) -> PatientLine:
+    return PatientLine(
+        patient_id=patient.patient_id,
+        issuer=patient.issuer_of_patient_id,
+        name=patient.patient_name,
+        birth_date=patient.patient_birth_date,
+        sex=patient.patient_sex,
+    )
+
+
+def order_studies(session: Session, order_id: int) -> list[Study]:
+    return list(session.scalars(select(Study).where(Study.order_fk == order_id).order_by(Study.id)))
+
+
+def modalities_of(studies: Iterable[Study]) -> tuple[str, ...]:
+    """The modalities of some studies, each once, in order of appearance.
+
+    >>> modalities_of([Study(modalities_in_study="US\\\\SR"), Study(modalities_in_study="US")])
+    ('US', 'SR')
+    """
+    seen: dict[str, None] = {}
+    for study in studies:
+        for modality in (study.modalities_in_study or "").split(MODALITY_SEPARATOR):
+            if modality:
+                seen.setdefault(modality, None)
+    return tuple(seen)
+
+
+def procedure_description(session: Session, order_id: int) -> str | None:
+    """What was ordered, in words: the requested procedures' descriptions, joined."""
+    rows = session.scalars(
+        select(RequestedProcedure)
+        .where(RequestedProcedure.order_fk == order_id)
+        .order_by(RequestedProcedure.id)
+    ).all()
+    words = [row.description or row.code_meaning or "" for row in rows]
+    return "; ".join(w for w in words if w) or None
