@@ -268,6 +268,12 @@ class Settings(BaseSettings):
         description="How often the background job worker looks for due jobs (jobs enqueued on "
         "this node start at once).",
     )
+    job_retry_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Wait after a background job's failed attempt; it doubles with each failed "
+        "attempt, up to 10 minutes.",
+    )
     job_max_attempts: int = Field(
         40,
         gt=0,

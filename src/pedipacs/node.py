@@ -19,6 +19,16 @@ from pedipacs.archive.retrieve import RetrieveService
 from pedipacs.config import Settings
 from pedipacs.db import migrate
 from pedipacs.db.engine import Database
+from pedipacs.jobs.queue import Backoff, JobQueue
+from pedipacs.reports.authoring import ReportService
+from pedipacs.reports.clinical_records import ClinicalRecordService
+from pedipacs.reports.critical import CriticalResultService
+from pedipacs.reports.distribution import DistributionTargets
+from pedipacs.reports.reading import ReadingWorklistService
+from pedipacs.reports.report_objects import ReportObjectService
+from pedipacs.reports.template_store import ReportTemplateService
+from pedipacs.reports.timeline import PatientTimelineService
+from pedipacs.reports.turnaround import TurnaroundService
 from pedipacs.ris.inbox import Hl7Inbox
 from pedipacs.ris.orders import OrderService
 from pedipacs.ris.patients import PatientService
@@ -51,6 +61,15 @@ class Node:
     integrity: IntegrityService
     audit: AuditTrail
     exceptions: ExceptionService
+    jobs: JobQueue
+    report_templates: ReportTemplateService
+    reports: ReportService
+    report_objects: ReportObjectService
+    reading: ReadingWorklistService
+    critical_results: CriticalResultService
+    timelines: PatientTimelineService
+    turnaround: TurnaroundService
+    clinical_records: ClinicalRecordService
     # Set when several processes share metrics (prometheus_client multiprocess mode).
     metrics_dir: Path | None = None
     _dimse_servers: list[Any] = field(default_factory=list, repr=False)
@@ -68,16 +87,34 @@ class Node:
         database = Database(settings.resolved_database_url)
         blob_store = FilesystemBlobStore(settings.resolved_storage_dir)
         access = AccessPolicy(database, break_glass=timedelta(minutes=settings.break_glass_minutes))
+        jobs = JobQueue(
+            database,
+            max_attempts=settings.job_max_attempts,
+            backoff=Backoff(first=timedelta(seconds=settings.job_retry_seconds)),
+        )
+        templates = ReportTemplateService(database)
+        claim = timedelta(minutes=settings.reading_claim_minutes)
+        ingest = IngestService(
+            database,
+            blob_store,
+            duplicate_policy=settings.duplicate_policy,
+            max_object_size=settings.max_object_size,
+        )
+        reports = ReportService(
+            database,
+            templates,
+            jobs,
+            targets=DistributionTargets(
+                hl7_receivers=tuple(settings.hl7_report_receivers),
+                store_in_archive=settings.store_report_objects,
+            ),
+            claim_duration=claim,
+        )
         return cls(
             settings=settings,
             database=database,
             blob_store=blob_store,
-            ingest=IngestService(
-                database,
-                blob_store,
-                duplicate_policy=settings.duplicate_policy,
-                max_object_size=settings.max_object_size,
-            ),
+            ingest=ingest,
             queries=QueryService(database, max_results=settings.max_query_results),
             retrieve=RetrieveService(database, blob_store),
             peers=PeerService(
@@ -105,6 +142,23 @@ class Node:
             integrity=IntegrityService(database, blob_store),
             audit=AuditTrail(database),
             exceptions=ExceptionService(database),
+            jobs=jobs,
+            report_templates=templates,
+            reports=reports,
+            report_objects=ReportObjectService(reports, ingest),
+            reading=ReadingWorklistService(
+                database,
+                claim_duration=claim,
+                intensive_care_units=settings.intensive_care_units,
+            ),
+            critical_results=CriticalResultService(database),
+            timelines=PatientTimelineService(database),
+            turnaround=TurnaroundService(
+                database,
+                targets=settings.turnaround_target_minutes,
+                timezone=settings.timezone,
+            ),
+            clinical_records=ClinicalRecordService(database, templates),
             metrics_dir=metrics_dir,
         )
 

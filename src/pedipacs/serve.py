@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 AUDIT_EXPORT_STOP_SECONDS = 15.0
 COMMITMENT_REPORTS_STOP_SECONDS = 15.0
+JOBS_STOP_SECONDS = 15.0
 
 
 def configure_logging(level: str) -> None:
@@ -77,6 +78,7 @@ def serve(settings: Settings) -> None:
         pool.start()
     audit_export = _start_audit_export(settings, node)
     commitment_reports = _start_commitment_reports(settings, node)
+    jobs = _start_jobs(settings, node)
     hl7 = _hl7_server(node)
     try:
         _start_hl7(hl7, settings)
@@ -92,6 +94,7 @@ def serve(settings: Settings) -> None:
             stop.set()
             thread.join(AUDIT_EXPORT_STOP_SECONDS)
         commitment_reports.stop(COMMITMENT_REPORTS_STOP_SECONDS)
+        jobs.stop(JOBS_STOP_SECONDS)
         node.stop()
     if pool is not None and pool.failed:
         raise SystemExit("DICOM workers could not start; see the log above")
@@ -120,6 +123,30 @@ def _start_commitment_reports(settings: Settings, node: Any) -> Any:
         max_pdu_size=settings.max_pdu_size,
         poll_seconds=settings.commitment_poll_seconds,
     )
+
+
+def _start_jobs(settings: Settings, node: Any) -> Any:
+    """The background job worker (reports sent on as ORU^R01 and stored as DICOM objects): a
+    thread of the supervisor; jobs enqueued by the HTTP server start at once."""
+    from pedipacs.hl7.oru import oru_handler
+    from pedipacs.jobs.worker import JobWorker
+    from pedipacs.reports.distribution import ORU_JOB, REPORT_OBJECT_JOB
+    from pedipacs.reports.report_objects import report_object_handler
+
+    worker = JobWorker(
+        node.jobs,
+        {
+            ORU_JOB: oru_handler(
+                node.reports,
+                receiving_facility=settings.hl7_receiving_facility,
+                timeout=settings.network_timeout,
+            ),
+            REPORT_OBJECT_JOB: report_object_handler(node.report_objects),
+        },
+        poll_seconds=settings.job_poll_seconds,
+    )
+    worker.start()
+    return worker
 
 
 def _hl7_server(node: Any) -> Any:

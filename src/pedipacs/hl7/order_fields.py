@@ -120,6 +120,13 @@ def patient_class(pv1: Segment | None) -> str | None:
     return checked_text(pv1.value(2).upper(), pv1.location(2), "patient class", MAX_PATIENT_CLASS)
 
 
+def point_of_care(pv1: Segment | None) -> str | None:
+    """PV1-3.1, the unit the child is in (ED, NICU, a ward): the reading worklist's urgency."""
+    if pv1 is None:
+        return None
+    return checked_text(pv1.value(3, 1).upper(), pv1.location(3, 1), "point of care", LONG)
+
+
 def patient_weight(observations: list[Segment]) -> str | None:
     """The patient's weight in kg (DS) from the first body-weight OBX."""
     for obx in observations:

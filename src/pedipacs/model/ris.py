@@ -114,6 +114,7 @@ class OrderRequest:
     referring_physician: str | None = None
     ordering_department: str | None = None
     patient_class: str | None = None  # E emergency, I inpatient, O outpatient, ...
+    patient_location: str | None = None  # point of care (PV1-3.1): ED, NICU, PICU, a ward
     patient_weight: str | None = None  # kg
     ordered_at: datetime | None = None
     procedures: tuple[ProcedureRequest, ...] = field(default=())

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pedipacs.db.base import aware_utc, utc_now
@@ -244,6 +244,8 @@ class ReportService:
                 report.signed_at, report.signed_by = report.updated_at, user
                 report.signed_by_name = _person_name(session, user)
                 order.status = OrderStatus.REPORTED
+            if kind is not VersionKind.DRAFT:
+                # Signed: back to the worklist (a preliminary read waits for its final one).
                 release_claim(session, order.id)
             if critical_finding is not None:
                 _flag_critical(session, report, order, critical_finding, user)
@@ -309,6 +311,29 @@ class ReportService:
                     f"{destination}",
                 ),
             )
+
+    def released_document(self, accession: str, origin: Origin) -> ReportDocument:
+        """The newest released version of the exam's report (what a PDF shows); audited."""
+
+        def work(session: Session) -> ReportDocument:
+            order = order_by_accession(session, accession)
+            if not origin.sees(patient_of(session, order).patient_id):
+                raise UnknownReportError(f"no report for exam {accession}")
+            report = _report_of(session, order.id)
+            newest = None
+            if report is not None:
+                newest = session.scalar(
+                    select(func.max(ReportVersion.number)).where(
+                        ReportVersion.report_fk == report.id,
+                        ReportVersion.kind != VersionKind.DRAFT,
+                    )
+                )
+            if report is None or newest is None:
+                raise UnknownReportError(f"exam {accession} has no released report yet")
+            _audit(session, origin, order, "R", f"report of {accession} read (document)")
+            return report_document(session, self._templates, report.id, newest)
+
+        return self._database.transaction(work)
 
     def document(self, report_id: int, version: int) -> ReportDocument:
         """One released version of a report, as a message or a PDF shows it."""
@@ -377,6 +402,8 @@ def report_document(
         signed_by_name=report.signed_by_name if signed else _person_name(session, this.author),
         observed_at=aware_utc(this.created_at),
         ordered_at=aware_utc(order.ordered_at) if order.ordered_at else None,
+        study_date=studies[0].study_date if studies else None,
+        study_time=studies[0].study_time if studies else None,
     )
 
 

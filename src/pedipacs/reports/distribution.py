@@ -14,7 +14,7 @@ duplicate policy recognises as identical.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time
 
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session
@@ -62,6 +62,8 @@ class ReportDocument:
     signed_by_name: str | None
     observed_at: datetime  # when this version was released
     ordered_at: datetime | None
+    study_date: date | None = None
+    study_time: time | None = None
 
     @property
     def is_final(self) -> bool:

@@ -258,6 +258,7 @@ def _apply(row: ImagingOrder, order: OrderRequest) -> None:
     row.referring_physician_name_search = pn_search_form(order.referring_physician)
     row.ordering_department = order.ordering_department
     row.patient_class = order.patient_class
+    row.patient_location = order.patient_location.upper() if order.patient_location else None
     row.patient_weight = order.patient_weight
     row.ordered_at = order.ordered_at.astimezone(UTC) if order.ordered_at else None
 

@@ -21,7 +21,9 @@ class Permission(StrEnum):
     STORE = "store"  # C-STORE, STOW-RS, imports
     WORKLIST = "worklist"  # Modality Worklist, MPPS
     MANAGE_ORDERS = "manage-orders"
-    REPORT = "report"  # write and sign reports
+    REPORT = "report"  # the reading worklist; write and sign reports
+    ACKNOWLEDGE_RESULTS = "acknowledge-results"  # confirm a critical result was received
+    MONITOR = "monitor"  # turnaround times and the exams past their target
     READ_AUDIT = "read-audit"
     ADMINISTER = "administer"  # accounts, roles, peers, care teams, break-the-glass review
     BREAK_GLASS = "break-glass"  # open a patient outside one's care, with a reason
@@ -57,15 +59,21 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # is on the audit trail like anyone else's.
     Role.ADMINISTRATOR: frozenset(
         {*_IMAGING, Permission.SEND, Permission.STORE, Permission.WORKLIST,
-         Permission.MANAGE_ORDERS, Permission.READ_AUDIT, Permission.ADMINISTER}
+         Permission.MANAGE_ORDERS, Permission.READ_AUDIT, Permission.ADMINISTER,
+         Permission.MONITOR}
     ),
-    Role.RADIOLOGIST: frozenset({*_IMAGING, Permission.SEND, Permission.REPORT}),
+    Role.RADIOLOGIST: frozenset(
+        {*_IMAGING, Permission.SEND, Permission.REPORT, Permission.ACKNOWLEDGE_RESULTS,
+         Permission.MONITOR}
+    ),
     Role.TECHNOLOGIST: frozenset(
         {*_IMAGING, Permission.STORE, Permission.WORKLIST, Permission.MANAGE_ORDERS}
     ),
     # Sees the patients in their care only (AccessPolicy.patient_scope), others by breaking
     # the glass.
-    Role.REFERRING_CLINICIAN: frozenset({*_IMAGING, Permission.BREAK_GLASS}),
+    Role.REFERRING_CLINICIAN: frozenset(
+        {*_IMAGING, Permission.BREAK_GLASS, Permission.ACKNOWLEDGE_RESULTS}
+    ),
     Role.AUDITOR: frozenset({Permission.READ_AUDIT}),
 }  # fmt: skip
 # Roles whose holders see every patient; anyone else only those in their care.

@@ -11,6 +11,7 @@ from pedipacs import __version__
 from pedipacs.dicomweb.deps import DicomwebServices
 from pedipacs.dicomweb.errors import install_error_handlers
 from pedipacs.dicomweb.routes import DICOMWEB_ROOT, dicomweb_router, wado_uri_router
+from pedipacs.fhir.routes import FHIR_ROOT, FhirServices, fhir_router
 from pedipacs.http.auth import AuthenticationMiddleware
 from pedipacs.node import Node
 from pedipacs.security.accounts import SESSION, AccountService
@@ -21,6 +22,7 @@ from pedipacs.web.pages.exceptions import exceptions_router
 from pedipacs.web.pages.landing import landing_router
 from pedipacs.web.pages.oidc import oidc_router
 from pedipacs.web.pages.orders import orders_router
+from pedipacs.web.pages.reports_api import reports_api_router
 from pedipacs.web.security_headers import SecurityHeadersMiddleware
 from pedipacs.web.viewer import viewer_router
 
@@ -59,7 +61,30 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(exceptions_router(node.exceptions))
     app.include_router(orders_router(node.orders))
     app.include_router(
+        reports_api_router(
+            reports=node.reports,
+            report_objects=node.report_objects,
+            templates=node.report_templates,
+            reading=node.reading,
+            critical_results=node.critical_results,
+            timelines=node.timelines,
+            turnaround=node.turnaround,
+            jobs=node.jobs,
+        )
+    )
+    app.include_router(
         break_glass_router(node.access, break_glass_minutes=settings.break_glass_minutes)
+    )
+    app.include_router(
+        fhir_router(
+            FhirServices(
+                records=node.clinical_records,
+                timelines=node.timelines,
+                reports=node.reports,
+                report_objects=node.report_objects,
+            )
+        ),
+        prefix=FHIR_ROOT,
     )
     app.include_router(landing_router())
     # Starlette runs the last added middleware first: security headers around everything,
