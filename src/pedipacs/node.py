@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydicom import config as pydicom_config
 
@@ -145,7 +146,9 @@ class Node:
             jobs=jobs,
             report_templates=templates,
             reports=reports,
-            report_objects=ReportObjectService(reports, ingest),
+            report_objects=ReportObjectService(
+                reports, ingest, time_zone=ZoneInfo(settings.timezone)
+            ),
             reading=ReadingWorklistService(
                 database,
                 claim_duration=claim,

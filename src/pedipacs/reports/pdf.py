@@ -180,8 +180,7 @@ def _patient_block(pdf: FPDF, document: ReportDocument, zone: tzinfo) -> None:
     patient = document.patient
     issuer = f" (issuer {patient.issuer})" if patient.issuer else ""
     birth = patient.birth_date
-    # The order time stands for the exam's: the document does not carry the study date.
-    exam_day = (document.ordered_at or document.observed_at).astimezone(zone).date()
+    exam_day = _exam_day(document, zone)
     _block(
         pdf,
         "Patient",
@@ -203,6 +202,9 @@ def _exam_block(pdf: FPDF, document: ReportDocument, zone: tzinfo) -> None:
     if procedure and document.procedure_code:
         procedure = f"{procedure} ({document.procedure_code})"
     ordered = _when(document.ordered_at, zone) if document.ordered_at else None
+    performed = _date(document.study_date)
+    if performed and document.study_time:
+        performed = f"{performed} {document.study_time:%H:%M}"  # DICOM: already local time
     _block(
         pdf,
         "Examination",
@@ -213,6 +215,7 @@ def _exam_block(pdf: FPDF, document: ReportDocument, zone: tzinfo) -> None:
             ("Reason", document.reason),
             ("Referring physician", person_name(document.referring_physician)),
             ("Ordered", ordered),
+            ("Study date", performed),
             ("Study Instance UID", document.study_instance_uid),
         ],
     )
@@ -280,6 +283,13 @@ def _signature(pdf: FPDF, document: ReportDocument, zone: tzinfo) -> None:
     pdf.ln(2)
     pdf.set_font(FONT, "B", 10)
     pdf.multi_cell(0, LINE, printable(line), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
+def _exam_day(document: ReportDocument, zone: tzinfo) -> date:
+    """The study date; before images arrive, the day of the order, or else of the report."""
+    if document.study_date:
+        return document.study_date
+    return (document.ordered_at or document.observed_at).astimezone(zone).date()
 
 
 def _signer(document: ReportDocument) -> str:

@@ -10,10 +10,11 @@ second copy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 
 from pedipacs.archive.ingest import IngestService
 from pedipacs.dicom.encapsulated_pdf import EncapsulatedPdfHeader, Verification, encapsulated_pdf
-from pedipacs.errors import PedipacsError, StorageUnavailable
+from pedipacs.errors import DuplicateInstanceRejected, PedipacsError, StorageUnavailable
 from pedipacs.jobs.queue import GiveUp, LeasedJob, RetryLater
 from pedipacs.model.origin import Origin
 from pedipacs.model.records import StoredInstance
@@ -64,23 +65,32 @@ def object_header(document: ReportDocument) -> EncapsulatedPdfHeader:
 
 class ReportObjectService:
     def __init__(
-        self, reports: ReportService, ingest: IngestService, *, institution: str | None = None
+        self,
+        reports: ReportService,
+        ingest: IngestService,
+        *,
+        institution: str | None = None,
+        time_zone: tzinfo = UTC,
     ) -> None:
         self._reports = reports
         self._ingest = ingest
         self._institution = institution
+        self._time_zone = time_zone
+
+    def _pdf(self, document: ReportDocument) -> bytes:
+        return report_pdf(document, institution=self._institution, time_zone=self._time_zone)
 
     def pdf(self, accession: str, origin: Origin) -> tuple[bytes, str]:
         """The newest released version of the exam's report as a PDF, and a file name."""
         document = self._reports.released_document(accession, origin)
-        return report_pdf(document, institution=self._institution), pdf_filename(document)
+        return self._pdf(document), pdf_filename(document)
 
     def store(self, report_id: int, version: int) -> StoredInstance | None:
         """Store one signed version in its study; None when the exam has no study to hold it."""
         document = self._reports.document(report_id, version)
         if document.study_instance_uid is None or not document.modalities:
             return None
-        pdf = report_pdf(document, institution=self._institution)
+        pdf = self._pdf(document)
         data = encapsulated_pdf(pdf, object_header(document))
         return self._ingest.ingest(data, JOB_ORIGIN, study_instance_uid=document.study_instance_uid)
 
@@ -94,6 +104,10 @@ def report_object_handler(service: ReportObjectService) -> Callable[[LeasedJob],
             stored = service.store(report_id, version)
         except StorageUnavailable as error:
             raise RetryLater(str(error)) from error
+        except DuplicateInstanceRejected:
+            # Stored by an earlier attempt whose end was lost, with bytes that differ only by
+            # the software that wrote them (an upgrade in between): the report is in the study.
+            return f"report {report_id} v{version}: stored by an earlier attempt"
         except PedipacsError as error:
             raise GiveUp(f"{type(error).__name__}: {error}") from error
         if stored is None:
