@@ -9,6 +9,7 @@ from datetime import date
 from io import BytesIO
 
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from pedipacs.model.origin import Origin
 from pedipacs.model.ris import PatientIdentity, PatientRegistration, Priority
@@ -50,8 +51,8 @@ def image(patient: PatientIdentity, name: str, accession: str, study_uid: str, n
     dataset.IssuerOfPatientID = patient.issuer
     dataset.PatientName = name
     dataset.StudyInstanceUID = study_uid
-    dataset.SeriesInstanceUID = f"{study_uid}.1"
-    dataset.SOPInstanceUID = f"{study_uid}.1.{number}"
+    dataset.SeriesInstanceUID = generate_uid(entropy_srcs=[study_uid, modality])
+    dataset.SOPInstanceUID = generate_uid(entropy_srcs=[study_uid, modality, str(number)])
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     dataset.AccessionNumber = accession
     dataset.Modality = modality
