@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint system-deps viewer docs bench bench-dicomweb bench-worklist bench-hl7 clean
+.PHONY: install run test lint system-deps viewer docs bench bench-dicomweb bench-worklist bench-hl7 bench-reading clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,9 @@ bench-worklist: install system-deps
 
 bench-hl7: install system-deps
 	$(BIN)/python bench/hl7_orders.py
+
+bench-reading: install system-deps
+	$(BIN)/python bench/reading.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
