@@ -57,6 +57,35 @@ def _formatted(text: str, delimiters: Delimiters) -> str:
     return LINE_BREAK.join(escape(line, delimiters) for line in lines)
 
 
+def _name_parts(person_name: str | None) -> list[str]:
+    """A DICOM PN's alphabetic group as HL7 name parts: family, given, middle, suffix, prefix
+    (DICOM orders them family, given, middle, prefix, suffix)."""
+    parts = (person_name or "").split("=", 1)[0].split("^") + [""] * 5
+    return [parts[0], parts[1], parts[2], parts[4], parts[3]]
+
+
+def _xpn(person_name: str | None, d: Delimiters) -> str:
+    """PID-5 (XPN) from a DICOM PN.
+
+    >>> _xpn("NGUYEN^LAN", DEFAULT_DELIMITERS)
+    'NGUYEN^LAN'
+    """
+    parts = [escape(part, d) for part in _name_parts(person_name)]
+    return d.component.join(parts).rstrip(d.component)
+
+
+def _xcn(person_name: str | None, d: Delimiters) -> str:
+    """OBR-16 (XCN: an ID, then the name) from a DICOM PN, without an ID."""
+    name = _xpn(person_name, d)
+    return f"{d.component}{name}" if name else ""
+
+
+def _ndl(person_name: str | None, d: Delimiters) -> str:
+    """OBR-32 (NDL, whose first component is a CNN: ID, family, given as subcomponents)."""
+    family, given = (escape(part, d) for part in _name_parts(person_name)[:2])
+    return d.subcomponent.join(["", family, given]).rstrip(d.subcomponent) if family else ""
+
+
 def _coded(code: tuple[str, str, str], delimiters: Delimiters) -> str:
     return delimiters.component.join(escape(part, delimiters) for part in code)
 
@@ -91,8 +120,8 @@ def build_oru(
     segments = [
         ["MSH", d.encoding_characters, OUR_APPLICATION, "", "", e(receiving_facility),
          _hl7_time(now or datetime.now(UTC)), "", d.component.join(["ORU", "R01", "ORU_R01"]),
-         e(control_id), "P", VERSION, "", "", "AL", "NE", "", "", CHARACTER_SET],
-        ["PID", "1", "", identifier, "", e(patient.name or ""), "",
+         e(control_id), "P", VERSION, "", "", "AL", "NE", "", CHARACTER_SET],
+        ["PID", "1", "", identifier, "", _xpn(patient.name, d), "",
          patient.birth_date.strftime("%Y%m%d") if patient.birth_date else "", e(patient.sex or "")],
         ["PV1", "1", e(document.patient_class or "U")],
         ["ORC", "RE", e(document.placer_order_number or ""),
@@ -100,8 +129,8 @@ def build_oru(
         ["OBR", "1", e(document.placer_order_number or ""),
          e(document.filler_order_number or document.accession_number), procedure, "", "",
          observed, "", "", "", "", "", e(document.reason or ""), "", "",
-         e(document.referring_physician or ""), "", e(document.accession_number), "", "", "",
-         observed, "", "", status, "", "", "", "", "", "", e(signer)],
+         _xcn(document.referring_physician, d), "", e(document.accession_number), "", "", "",
+         observed, "", "", status, "", "", "", "", "", "", _ndl(signer, d)],
     ]  # fmt: skip
     observations: list[tuple[tuple[str, str, str], str, str, str]] = []
     for title, text in document.sections:
