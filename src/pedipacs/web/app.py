@@ -18,10 +18,14 @@ from pedipacs.security.accounts import SESSION, AccountService
 from pedipacs.web import health
 from pedipacs.web.pages.account import account_router, break_glass_router, password_router
 from pedipacs.web.pages.audit import audit_router
+from pedipacs.web.pages.clinical import clinical_pages_router
 from pedipacs.web.pages.exceptions import exceptions_router
 from pedipacs.web.pages.landing import landing_router
 from pedipacs.web.pages.oidc import oidc_router
+from pedipacs.web.pages.operations import operations_pages_router
 from pedipacs.web.pages.orders import orders_router
+from pedipacs.web.pages.reading import reading_pages_router
+from pedipacs.web.pages.report_editor import report_pages_router
 from pedipacs.web.pages.reports_api import reports_api_router
 from pedipacs.web.security_headers import SecurityHeadersMiddleware
 from pedipacs.web.viewer import viewer_router
@@ -72,6 +76,7 @@ def create_app(node: Node) -> FastAPI:
             jobs=node.jobs,
         )
     )
+    _include_reporting_pages(app, node)
     app.include_router(
         break_glass_router(node.access, break_glass_minutes=settings.break_glass_minutes)
     )
@@ -105,6 +110,27 @@ def create_app(node: Node) -> FastAPI:
         )
     app.add_middleware(SecurityHeadersMiddleware)
     return app
+
+
+def _include_reporting_pages(app: FastAPI, node: Node) -> None:
+    """The people's side of the reporting API: reading, reports, timelines, operations."""
+    app.include_router(reading_pages_router(node.reading, node.orders))
+    app.include_router(
+        report_pages_router(
+            reports=node.reports,
+            templates=node.report_templates,
+            reading=node.reading,
+            orders=node.orders,
+        )
+    )
+    app.include_router(
+        clinical_pages_router(
+            timelines=node.timelines,
+            critical_results=node.critical_results,
+            templates=node.report_templates,
+        )
+    )
+    app.include_router(operations_pages_router(turnaround=node.turnaround, jobs=node.jobs))
 
 
 def _viewer_token(accounts: AccountService) -> Callable[[Request], str | None]:

@@ -26,6 +26,7 @@ from pedipacs.ris.order_views import OrderDetail
 from pedipacs.ris.orders import CLOSED, OrderService
 from pedipacs.security.permissions import Permission
 from pedipacs.web.pages.account import render
+from pedipacs.web.pages.labels import age, person
 from pedipacs.web.pages.landing import MODALITIES
 from pedipacs.web.pages.orders_api import (
     Day,
@@ -168,39 +169,6 @@ def rescheduled(detail: OrderDetail, form: dict[str, str]) -> OrderRequest:
     if priority not in Priority._value2member_map_:
         raise InvalidInput(f"Priority: {priority[:10]!r} is not STAT, ASAP or ROUTINE")
     return replace(detail.request, priority=Priority(priority), procedures=tuple(procedures))
-
-
-def person(name: str | None) -> str:
-    """A DICOM PN as people read it.
-
-    >>> person("NGUYEN^LAN"), person("OKORO^CHIDI^EMEKA"), person(None)
-    ('NGUYEN, LAN', 'OKORO, CHIDI EMEKA', '')
-    """
-    parts = [part for part in (name or "").split("=", 1)[0].split("^") if part]
-    if not parts:
-        return ""
-    return f"{parts[0]}, {' '.join(parts[1:])}" if len(parts) > 1 else parts[0]
-
-
-def age(birth_date: date | None, on: date | None = None) -> str:
-    """The paediatric way: days under a month, months under two years, then years.
-
-    >>> age(date(2026, 11, 20), date(2026, 11, 25)), age(date(2025, 5, 20), date(2026, 11, 25))
-    ('5 days', '18 months')
-    >>> age(date(2016, 3, 2), date(2026, 11, 25))
-    '10 years'
-    """
-    if birth_date is None:
-        return ""
-    today = on or date.today()
-    days = (today - birth_date).days
-    months = (today.year - birth_date.year) * 12 + today.month - birth_date.month
-    months -= today.day < birth_date.day
-    if days < 31:
-        return f"{days} day{'' if days == 1 else 's'}"
-    if months < 24:
-        return f"{months} months"
-    return f"{months // 12} years"
 
 
 def order_url(accession: str, done: str = "") -> str:
