@@ -13,6 +13,9 @@ from pedipacs.model.reports import PatientLine
 from pedipacs.ris.orders import UnknownOrderError
 
 MODALITY_SEPARATOR = "\\"  # modalities_in_study keeps the DICOM multi-value form
+# Objects about the images rather than images: pedipacs' own report PDFs (DOC), structured
+# reports, key object selections, presentation states. An exam's modalities are its images'.
+NON_IMAGE_MODALITIES = frozenset({"DOC", "SR", "KO", "PR"})
 
 
 def order_by_accession(
@@ -48,15 +51,20 @@ def order_studies(session: Session, order_id: int) -> list[Study]:
 
 
 def modalities_of(studies: Iterable[Study]) -> tuple[str, ...]:
-    """The modalities of some studies, each once, in order of appearance.
+    """The image modalities of some studies, each once, in order of appearance.
 
-    >>> modalities_of([Study(modalities_in_study="US\\\\SR"), Study(modalities_in_study="US")])
-    ('US', 'SR')
+    >>> modalities_of([Study(modalities_in_study="US\\\\DOC"), Study(modalities_in_study="CR")])
+    ('US', 'CR')
     """
+    return image_modalities(study.modalities_in_study for study in studies)
+
+
+def image_modalities(values: Iterable[str | None]) -> tuple[str, ...]:
+    """The image modalities in some `modalities_in_study` values, each once, in order."""
     seen: dict[str, None] = {}
-    for study in studies:
-        for modality in (study.modalities_in_study or "").split(MODALITY_SEPARATOR):
-            if modality:
+    for value in values:
+        for modality in (value or "").split(MODALITY_SEPARATOR):
+            if modality and modality not in NON_IMAGE_MODALITIES:
                 seen.setdefault(modality, None)
     return tuple(seen)
 

@@ -31,7 +31,7 @@ from pedipacs.model.reports import (
     TurnaroundReport,
 )
 from pedipacs.model.ris import Priority
-from pedipacs.reports.exams import MODALITY_SEPARATOR, patient_line
+from pedipacs.reports.exams import image_modalities, patient_line
 from pedipacs.reports.reading import waiting_exams, waiting_since
 from pedipacs.security.audit import record_query
 
@@ -40,6 +40,7 @@ LONGEST_PERIOD = timedelta(days=400)
 DAY_STARTS, NIGHT_STARTS = time(8, 0), time(18, 0)
 SATURDAY = 5
 MAX_OVERDUE = 200
+LOOKUP_CHUNK = 500  # order IDs in one IN list
 DEFAULT_TARGETS = {Priority.STAT: 60, Priority.ASAP: 240, Priority.ROUTINE: 1440}
 
 
@@ -157,19 +158,14 @@ class TurnaroundService:
         return self._database.transaction(work)
 
     def _exams(self, session: Session, since: datetime, until: datetime) -> list[_Exam]:
-        first_modalities = (
-            select(func.min(Study.modalities_in_study))
-            .where(Study.order_fk == ImagingOrder.id)
-            .scalar_subquery()
-        )
         rows = session.execute(
             select(
+                ImagingOrder.id,
                 ImagingOrder.priority,
                 func.coalesce(ImagingOrder.ordered_at, ImagingOrder.created_at),
                 ImagingOrder.images_arrived_at,
                 Report.preliminary_at,
                 Report.signed_at,
-                first_modalities,
             )
             .outerjoin(Report, Report.order_fk == ImagingOrder.id)
             .where(
@@ -177,11 +173,14 @@ class TurnaroundService:
                 ImagingOrder.images_arrived_at < until,
             )
         ).all()
+        modalities = self._modalities(session, [row[0] for row in rows])
         exams = []
-        for priority, ordered, arrived, preliminary, signed, modalities in rows:
+        for order_id, priority, ordered, arrived, preliminary, signed in rows:
+            if arrived is None:  # excluded by the query; the type does not know it
+                continue
             exams.append(
                 _Exam(
-                    modality=(modalities or "").split(MODALITY_SEPARATOR)[0] or "?",
+                    modality=(modalities.get(order_id) or ("?",))[0],
                     priority=Priority(priority),
                     shift=shift_of(aware_utc(arrived), self._zone),
                     order_to_images=_minutes(ordered, arrived),
@@ -191,6 +190,20 @@ class TurnaroundService:
                 )
             )
         return exams
+
+    @staticmethod
+    def _modalities(session: Session, order_ids: list[int]) -> dict[int, tuple[str, ...]]:
+        """The image modalities of each order's studies (not its report objects)."""
+        values: dict[int, list[str | None]] = defaultdict(list)
+        for start in range(0, len(order_ids), LOOKUP_CHUNK):
+            chunk = order_ids[start : start + LOOKUP_CHUNK]
+            for order_fk, value in session.execute(
+                select(Study.order_fk, Study.modalities_in_study)
+                .where(Study.order_fk.in_(chunk))
+                .order_by(Study.id)
+            ):
+                values[order_fk or 0].append(value)
+        return {order_id: image_modalities(found) for order_id, found in values.items()}
 
     def _overdue(self, session: Session) -> tuple[OverdueExam, ...]:
         now = utc_now()
@@ -204,25 +217,19 @@ class TurnaroundService:
                 waiting_since() < now - timedelta(minutes=min(self.targets.values())),
             )
         ).all()
+        modalities = self._modalities(session, [row[0].id for row in rows])
         overdue = []
         for order, patient, report_status, since in rows:
             target = self.targets[Priority(order.priority)]
             waited = int((now - aware_utc(since)).total_seconds() // 60)
             if waited <= target:
                 continue
-            studies = session.scalars(
-                select(Study.modalities_in_study).where(Study.order_fk == order.id)
-            ).all()
             overdue.append(
                 OverdueExam(
                     accession_number=order.accession_number,
                     patient=patient_line(patient),
                     priority=Priority(order.priority),
-                    modalities=tuple(
-                        sorted(
-                            {m for s in studies for m in (s or "").split(MODALITY_SEPARATOR) if m}
-                        )
-                    ),
+                    modalities=modalities.get(order.id, ()),
                     waiting_since=aware_utc(since),
                     minutes_waiting=waited,
                     target_minutes=target,
