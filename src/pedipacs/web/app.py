@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -82,12 +83,7 @@ def create_app(node: Node) -> FastAPI:
     )
     app.include_router(
         fhir_router(
-            FhirServices(
-                records=node.clinical_records,
-                timelines=node.timelines,
-                reports=node.reports,
-                report_objects=node.report_objects,
-            )
+            FhirServices(records=node.clinical_records, time_zone=ZoneInfo(settings.timezone))
         ),
         prefix=FHIR_ROOT,
     )
