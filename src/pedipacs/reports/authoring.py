@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -27,35 +27,42 @@ from pedipacs.db.tables import (
     ImagingOrder,
     Report,
     ReportVersion,
-    RequestedProcedure,
-    UserAccount,
 )
-from pedipacs.errors import Conflict, InvalidInput, NotFound
+from pedipacs.errors import Conflict, InvalidInput
 from pedipacs.jobs.queue import JobQueue
 from pedipacs.model.origin import Origin
 from pedipacs.model.reports import (
-    Addendum,
-    CriticalResultRecord,
     ReportRecord,
     ReportStatus,
-    ReportVersionRecord,
     VersionKind,
 )
-from pedipacs.model.ris import OrderStatus, Priority
+from pedipacs.model.ris import OrderStatus
 from pedipacs.reports.claims import release_claim, take_claim
-from pedipacs.reports.critical import critical_result_records
 from pedipacs.reports.distribution import DistributionTargets, ReportDocument, enqueue_release
 from pedipacs.reports.exams import (
     modalities_of,
     order_by_accession,
     order_studies,
-    patient_line,
     patient_of,
-    procedure_description,
+)
+from pedipacs.reports.report_views import (
+    UnknownReportError,
+    audit_report_access,
+    person_name,
+    record_report_read,
+    report_document,
+    report_of,
+    report_record,
 )
 from pedipacs.reports.template_store import ReportTemplateService
 from pedipacs.reports.templates import ReportTemplate
-from pedipacs.security.audit import AuditEventId, AuditOutcome, AuditRecord, record
+from pedipacs.security.audit import (
+    AuditEventId,
+    AuditOutcome,
+    AuditRecord,
+    audited_read,
+    record,
+)
 
 MAX_ADDENDUM = 20_000
 MAX_FINDING = 2_000
@@ -63,10 +70,6 @@ MAX_FINDING = 2_000
 REPORTABLE = frozenset(
     {OrderStatus.ARRIVED, OrderStatus.IN_PROGRESS, OrderStatus.COMPLETED, OrderStatus.DISCONTINUED}
 )
-
-
-class UnknownReportError(NotFound):
-    """The exam has no report yet."""
 
 
 class ExamNotReportableError(Conflict):
@@ -120,18 +123,22 @@ class ReportService:
         """The exam's report, with its versions; audited. Without `include_drafts` (a clinician)
         a draft is as good as no report."""
 
-        def work(session: Session) -> ReportRecord:
+        def read(session: Session) -> ReportRecord:
             order = order_by_accession(session, accession)
             patient = patient_of(session, order)
             if not origin.sees(patient.patient_id):
                 raise UnknownReportError(f"no report for exam {accession}")
-            report = _report_of(session, order.id)
+            report = report_of(session, order.id)
             if report is None or (not include_drafts and report.status == ReportStatus.DRAFT):
                 raise UnknownReportError(f"exam {accession} has no report yet")
-            _audit(session, origin, order, "R", f"report of {order.accession_number} read")
             return report_record(session, order, report, with_versions=True)
 
-        return self._database.transaction(work)
+        def audit(session: Session, found: ReportRecord) -> None:
+            study = found.study_instance_uids[0] if found.study_instance_uids else None
+            detail = f"report of {accession} read"
+            record_report_read(session, origin, found.patient.patient_id, study, detail)
+
+        return audited_read(self._database, read, audit)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -174,7 +181,7 @@ class ReportService:
 
         def work(session: Session) -> ReportRecord:
             order = order_by_accession(session, accession, for_update=True)
-            report = _report_of(session, order.id, for_update=True)
+            report = report_of(session, order.id, for_update=True)
             if report is None or not ReportStatus(report.status).is_signed:
                 raise ReportNotSignedError(
                     f"exam {order.accession_number} has no final report yet: an addendum follows "
@@ -205,7 +212,9 @@ class ReportService:
                 version=report.revision,
                 kind=VersionKind.ADDENDUM,
             )
-            _audit(session, origin, order, "U", f"addendum to the report of {accession}")
+            audit_report_access(
+                session, origin, order, "U", f"addendum to the report of {accession}"
+            )
             return report_record(session, order, report)
 
         return self._database.transaction(work)
@@ -223,7 +232,7 @@ class ReportService:
         def work(session: Session) -> ReportRecord:
             order = order_by_accession(session, accession, for_update=True)
             _check_reportable(session, order)
-            report = _report_of(session, order.id, for_update=True)
+            report = report_of(session, order.id, for_update=True)
             template = self._template_for(session, report, draft, order)
             text = template.checked_text(draft.sections)
             if report is None:
@@ -242,7 +251,7 @@ class ReportService:
                 report.preliminary_at, report.preliminary_by = report.updated_at, user
             elif kind is VersionKind.FINAL:
                 report.signed_at, report.signed_by = report.updated_at, user
-                report.signed_by_name = _person_name(session, user)
+                report.signed_by_name = person_name(session, user)
                 order.status = OrderStatus.REPORTED
             if kind is not VersionKind.DRAFT:
                 # Signed: back to the worklist (a preliminary read waits for its final one).
@@ -259,7 +268,7 @@ class ReportService:
                     version=report.revision,
                     kind=kind,
                 )
-            _audit(
+            audit_report_access(
                 session,
                 origin,
                 order,
@@ -315,11 +324,11 @@ class ReportService:
     def released_document(self, accession: str, origin: Origin) -> ReportDocument:
         """The newest released version of the exam's report (what a PDF shows); audited."""
 
-        def work(session: Session) -> ReportDocument:
+        def read(session: Session) -> ReportDocument:
             order = order_by_accession(session, accession)
             if not origin.sees(patient_of(session, order).patient_id):
                 raise UnknownReportError(f"no report for exam {accession}")
-            report = _report_of(session, order.id)
+            report = report_of(session, order.id)
             newest = None
             if report is not None:
                 newest = session.scalar(
@@ -330,10 +339,15 @@ class ReportService:
                 )
             if report is None or newest is None:
                 raise UnknownReportError(f"exam {accession} has no released report yet")
-            _audit(session, origin, order, "R", f"report of {accession} read (document)")
             return report_document(session, self._templates, report.id, newest)
 
-        return self._database.transaction(work)
+        def audit(session: Session, found: ReportDocument) -> None:
+            detail = f"report of {accession} read (document)"
+            record_report_read(
+                session, origin, found.patient.patient_id, found.study_instance_uid, detail
+            )
+
+        return audited_read(self._database, read, audit)
 
     def document(self, report_id: int, version: int) -> ReportDocument:
         """One released version of a report, as a message or a PDF shows it."""
@@ -341,112 +355,13 @@ class ReportService:
             return report_document(session, self._templates, report_id, version)
 
 
-def report_document(
-    session: Session, templates: ReportTemplateService, report_id: int, version: int
-) -> ReportDocument:
-    report = session.get(Report, report_id)
-    if report is None:
-        raise UnknownReportError(f"no report {report_id}")
-    rows = session.scalars(
-        select(ReportVersion)
-        .where(ReportVersion.report_fk == report_id, ReportVersion.number <= version)
-        .order_by(ReportVersion.number)
-    ).all()
-    if not rows or rows[-1].number != version:
-        raise UnknownReportError(f"report {report_id} has no version {version}")
-    this = rows[-1]
-    kind = VersionKind(this.kind)
-    order = session.get(ImagingOrder, report.order_fk)
-    assert order is not None
-    studies = order_studies(session, order.id)
-    template = templates.get_in(session, report.template_key)
-    sections = json.loads(this.sections)
-    addenda = tuple(
-        (row.addendum or "", row.author, aware_utc(row.created_at))
-        for row in rows
-        if row.kind == VersionKind.ADDENDUM
-    )
-    critical = session.scalars(
-        select(CriticalResult.finding)
-        .where(CriticalResult.report_fk == report_id, CriticalResult.flagged_at <= this.created_at)
-        .order_by(CriticalResult.id)
-    ).all()
-    signed = kind in (VersionKind.FINAL, VersionKind.ADDENDUM)
-    return ReportDocument(
-        report_id=report_id,
-        version=version,
-        kind=kind,
-        status=_status_at(kind),
-        accession_number=order.accession_number,
-        placer_order_number=order.placer_order_number,
-        filler_order_number=order.filler_order_number,
-        patient=patient_line(patient_of(session, order)),
-        patient_class=order.patient_class,
-        referring_physician=order.referring_physician_name,
-        procedure=procedure_description(session, order.id),
-        procedure_code=_procedure_code(session, order.id),
-        reason=order.reason,
-        study_instance_uid=studies[0].study_instance_uid
-        if studies
-        else _planned_uid(session, order),
-        modalities=modalities_of(studies),
-        sections=tuple(
-            (s.title, sections.get(s.key, ""))
-            for s in template.sections
-            if sections.get(s.key, "").strip()
-        ),
-        addenda=addenda,
-        critical_finding="; ".join(critical) or None,
-        author=report.author,
-        signed_by=report.signed_by if signed else this.author,
-        signed_by_name=report.signed_by_name if signed else _person_name(session, this.author),
-        observed_at=aware_utc(this.created_at),
-        ordered_at=aware_utc(order.ordered_at) if order.ordered_at else None,
-        study_date=studies[0].study_date if studies else None,
-        study_time=studies[0].study_time if studies else None,
-    )
-
-
-def _status_at(kind: VersionKind) -> ReportStatus:
-    return {
-        VersionKind.DRAFT: ReportStatus.DRAFT,
-        VersionKind.PRELIMINARY: ReportStatus.PRELIMINARY,
-        VersionKind.FINAL: ReportStatus.FINAL,
-        VersionKind.ADDENDUM: ReportStatus.AMENDED,
-    }[kind]
-
-
-def _procedure_code(session: Session, order_id: int) -> str | None:
-    row = session.scalars(
-        select(RequestedProcedure)
-        .where(RequestedProcedure.order_fk == order_id)
-        .order_by(RequestedProcedure.id)
-    ).first()
-    return row.code_value if row is not None else None
-
-
-def _planned_uid(session: Session, order: ImagingOrder) -> str | None:
-    return session.scalars(
-        select(RequestedProcedure.study_instance_uid)
-        .where(RequestedProcedure.order_fk == order.id)
-        .order_by(RequestedProcedure.id)
-    ).first()
-
-
 # -- session-level helpers (the caller's transaction) -------------------------------------------
-
-
-def _report_of(session: Session, order_id: int, *, for_update: bool = False) -> Report | None:
-    statement = select(Report).where(Report.order_fk == order_id)
-    if for_update:
-        statement = statement.with_for_update()
-    return session.scalars(statement).first()
 
 
 def _check_reportable(session: Session, order: ImagingOrder) -> None:
     status = OrderStatus(order.status)
     if status is OrderStatus.REPORTED:
-        report = _report_of(session, order.id)
+        report = report_of(session, order.id)
         if report is not None and report.signed_at is not None:
             raise ReportAlreadySignedError(_signed_message(order, report))
         return
@@ -564,94 +479,3 @@ def _user(origin: Origin) -> str:
     if not origin.user:
         raise InvalidInput("reports are written by a signed-in user")
     return origin.user
-
-
-def _person_name(session: Session, username: str) -> str | None:
-    """The signer's name as a DICOM PN (`Family^Given`) from their account's display name."""
-    display = session.scalars(
-        select(UserAccount.display_name).where(UserAccount.username == username)
-    ).first()
-    if not display:
-        return None
-    words = display.split()
-    return f"{words[-1]}^{' '.join(words[:-1])}" if len(words) > 1 else words[0]
-
-
-def _audit(session: Session, origin: Origin, order: ImagingOrder, action: str, detail: str) -> None:
-    patient = patient_of(session, order)
-    studies = order_studies(session, order.id)
-    record(
-        session,
-        AuditRecord(
-            AuditEventId.PROCEDURE_RECORD,
-            action,
-            origin,
-            patient_id=patient.patient_id,
-            study_instance_uid=studies[0].study_instance_uid if studies else None,
-            detail=detail,
-        ),
-    )
-
-
-def report_record(
-    session: Session, order: ImagingOrder, report: Report, *, with_versions: bool = False
-) -> ReportRecord:
-    """A report row as the record services return (the caller checked who may see it)."""
-    studies = order_studies(session, order.id)
-    versions = session.scalars(
-        select(ReportVersion)
-        .where(ReportVersion.report_fk == report.id)
-        .order_by(ReportVersion.number)
-    ).all()
-    return ReportRecord(
-        id=report.id,
-        accession_number=order.accession_number,
-        study_instance_uids=tuple(study.study_instance_uid for study in studies),
-        patient=patient_line(patient_of(session, order)),
-        order_status=OrderStatus(order.status),
-        priority=Priority(order.priority),
-        procedure=procedure_description(session, order.id),
-        reason=order.reason,
-        referring_physician=order.referring_physician_name,
-        status=ReportStatus(report.status),
-        template_key=report.template_key,
-        sections=json.loads(report.sections),
-        revision=report.revision,
-        author=report.author,
-        created_at=aware_utc(report.created_at),
-        updated_at=aware_utc(report.updated_at),
-        preliminary_at=_moment(report.preliminary_at),
-        preliminary_by=report.preliminary_by,
-        signed_at=_moment(report.signed_at),
-        signed_by=report.signed_by,
-        signed_by_name=report.signed_by_name,
-        addenda=tuple(
-            Addendum(v.addendum or "", v.author, aware_utc(v.created_at))
-            for v in versions
-            if v.kind == VersionKind.ADDENDUM
-        ),
-        critical_results=critical_records(session, report.id),
-        versions=tuple(
-            ReportVersionRecord(
-                v.number,
-                VersionKind(v.kind),
-                json.loads(v.sections),
-                v.addendum,
-                v.author,
-                aware_utc(v.created_at),
-            )
-            for v in versions
-        )
-        if with_versions
-        else (),
-    )
-
-
-def critical_records(session: Session, report_id: int) -> tuple[CriticalResultRecord, ...]:
-    return critical_result_records(
-        session, select(CriticalResult).where(CriticalResult.report_fk == report_id)
-    )
-
-
-def _moment(value: datetime | None) -> datetime | None:
-    return aware_utc(value) if value is not None else None

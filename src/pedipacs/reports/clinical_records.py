@@ -9,7 +9,7 @@ the asker may see and audited.
 - Reports are those released (preliminary, final, amended), as of their newest released
   version: drafts stay with the radiologists.
 - Every read is audited as a read of its record (patient 110110, order 110109, study 110103,
-  report 110111), every search as a query (110112), in the same transaction.
+  report 110111), every search as a query (110112), committed before the answer is returned.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pedipacs.reports.clinical_views import (
     study_records,
 )
 from pedipacs.reports.template_store import ReportTemplateService
-from pedipacs.security.audit import AuditEventId, AuditRecord, record, record_query
+from pedipacs.security.audit import AuditEventId, AuditRecord, audited_read, record, record_query
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -158,11 +158,14 @@ class ClinicalRecordService:
         name: str,
         audited: Callable[[R], tuple[AuditEventId, str, str | None]],
     ) -> R:
-        def work(session: Session) -> R:
+        def read(session: Session) -> R:
             key = session.scalar(statement.limit(1))
             if key is None:
                 raise UnknownClinicalRecordError(f"no {name} that you may see")
             [found] = load(session, [key])
+            return found
+
+        def audit(session: Session, found: R) -> None:
             event, patient_id, study_instance_uid = audited(found)
             record(
                 session,
@@ -171,9 +174,8 @@ class ClinicalRecordService:
                     study_instance_uid=study_instance_uid, detail=f"FHIR {name} read",
                 ),
             )  # fmt: skip
-            return found
 
-        return self._database.transaction(work)
+        return audited_read(self._database, read, audit)
 
     def _search(
         self,
@@ -185,7 +187,7 @@ class ClinicalRecordService:
         origin: Origin,
         patient_of: Callable[[R], str],
     ) -> RecordPage[R]:
-        def work(session: Session) -> RecordPage[R]:
+        def read(session: Session) -> RecordPage[R]:
             total = session.scalar(select(func.count()).select_from(statement.subquery()))
             keys: list[int] = []
             if criteria.count > 0:
@@ -195,13 +197,15 @@ class ClinicalRecordService:
                     )
                 )
             items = tuple(load(session, keys))
-            record_query(
-                session, origin, (patient_of(item) for item in items),
-                f"FHIR {what} search ({describe(criteria)}): {len(items)} of {total or 0}",
-            )  # fmt: skip
             return RecordPage(items, int(total or 0), criteria.offset, criteria.count)
 
-        return self._database.transaction(work)
+        def audit(session: Session, page: RecordPage[R]) -> None:
+            record_query(
+                session, origin, (patient_of(item) for item in page.items),
+                f"FHIR {what} search ({describe(criteria)}): {len(page.items)} of {page.total}",
+            )  # fmt: skip
+
+        return audited_read(self._database, read, audit)
 
 
 # -- what a search is made of ----------------------------------------------------------------

@@ -37,8 +37,8 @@ from pedipacs.model.clinical import (
 )
 from pedipacs.model.reports import Addendum, VersionKind
 from pedipacs.model.ris import OrderStatus, Priority
-from pedipacs.reports.authoring import report_document
 from pedipacs.reports.exams import modalities_of, order_studies
+from pedipacs.reports.report_views import report_document
 from pedipacs.reports.template_store import ReportTemplateService
 from pedipacs.reports.templates import IMPRESSION
 

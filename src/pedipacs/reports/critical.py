@@ -15,7 +15,13 @@ from pedipacs.errors import Conflict, InvalidInput, NotFound
 from pedipacs.model.origin import Origin
 from pedipacs.model.reports import CriticalResultRecord
 from pedipacs.reports.exams import patient_line
-from pedipacs.security.audit import AuditEventId, AuditRecord, record, record_query
+from pedipacs.security.audit import (
+    AuditEventId,
+    AuditRecord,
+    audited_read,
+    record,
+    record_query,
+)
 
 MAX_NOTE = 1000
 LIST_LIMIT = 500
@@ -76,18 +82,19 @@ class CriticalResultService:
     def open_results(self, origin: Origin) -> tuple[CriticalResultRecord, ...]:
         """Critical results not yet acknowledged, oldest first (those the asker may see)."""
 
-        def work(session: Session) -> tuple[CriticalResultRecord, ...]:
+        def read(session: Session) -> tuple[CriticalResultRecord, ...]:
             statement = _scoped(
                 select(CriticalResult).where(CriticalResult.acknowledged_at.is_(None)), origin
             ).limit(LIST_LIMIT)
-            results = critical_result_records(session, statement)
+            return critical_result_records(session, statement)
+
+        def audit(session: Session, results: tuple[CriticalResultRecord, ...]) -> None:
             record_query(
                 session, origin, (r.patient.patient_id for r in results),
                 f"open critical results: {len(results)}",
             )  # fmt: skip
-            return results
 
-        return self._database.transaction(work)
+        return audited_read(self._database, read, audit)
 
     def count_open(self) -> int:
         with self._database.reading() as session:

@@ -39,7 +39,7 @@ from pedipacs.reports.exams import (
     patient_of,
     procedure_description,
 )
-from pedipacs.security.audit import record_query
+from pedipacs.security.audit import audited_read, record_query
 
 # Exams with images, not yet reported.
 WAITING = (OrderStatus.ARRIVED, OrderStatus.IN_PROGRESS, OrderStatus.COMPLETED)
@@ -151,19 +151,21 @@ class ReadingWorklistService:
         rank = urgency_rank(self._units)
         base = _scoped(_filtered(waiting_exams(), wanted), origin)
 
-        def work(session: Session) -> ReadingPage:
+        def read(session: Session) -> ReadingPage:
             total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
             ids = session.scalars(
                 base.order_by(rank, waiting_since(), ImagingOrder.id).limit(limit).offset(offset)
             ).all()
             items = self._items(session, list(ids))
-            record_query(
-                session, origin, (item.patient.patient_id for item in items),
-                f"reading worklist: {total} waiting, {len(items)} shown",
-            )  # fmt: skip
             return ReadingPage(tuple(items), int(total), offset, limit)
 
-        return self._database.transaction(work)
+        def audit(session: Session, page: ReadingPage) -> None:
+            record_query(
+                session, origin, (item.patient.patient_id for item in page.items),
+                f"reading worklist: {page.total} waiting, {len(page.items)} shown",
+            )  # fmt: skip
+
+        return audited_read(self._database, read, audit)
 
     def _items(self, session: Session, ids: list[int]) -> list[ReadingItem]:
         if not ids:
@@ -281,11 +283,11 @@ class ReadingWorklistService:
         """The child's other studies, most relevant first: the exam's modalities first, then
         the newest. Audited as a query."""
 
-        def work(session: Session) -> tuple[PriorStudy, ...]:
+        def read(session: Session) -> tuple[str, tuple[PriorStudy, ...]]:
             order = order_by_accession(session, accession)
             patient = patient_of(session, order)
             if not origin.sees(patient.patient_id):
-                return ()
+                return patient.patient_id, ()
             own = session.scalars(select(Study).where(Study.order_fk == order.id)).all()
             wanted = set(modalities_of(own))
             rows = session.execute(
@@ -307,11 +309,14 @@ class ReadingWorklistService:
             ]
             priors.sort(key=lambda p: p.study_date.toordinal() if p.study_date else 0, reverse=True)
             priors.sort(key=lambda p: not (set(p.modalities) & wanted))
-            record_query(session, origin, [patient.patient_id],
-                         f"priors of {order.accession_number}: {len(priors)}")  # fmt: skip
-            return tuple(priors)
+            return patient.patient_id, tuple(priors)
 
-        return self._database.transaction(work)
+        def audit(session: Session, found: tuple[str, tuple[PriorStudy, ...]]) -> None:
+            patient_id, priors = found
+            record_query(session, origin, [patient_id] if priors else [],
+                         f"priors of {accession}: {len(priors)}")  # fmt: skip
+
+        return audited_read(self._database, read, audit)[1]
 
 
 def _distinct(session: Session, statement: Select[str | None]) -> tuple[str, ...]:

@@ -29,11 +29,17 @@ from pedipacs.errors import InvalidInput, NotFound
 from pedipacs.model.origin import Origin
 from pedipacs.model.reports import PatientLine, PatientTimeline, ReportStatus, TimelineExam
 from pedipacs.model.ris import OrderStatus, Priority
-from pedipacs.reports.authoring import report_record
 from pedipacs.reports.critical import critical_result_records
 from pedipacs.reports.exams import modalities_of, patient_line, procedure_description
+from pedipacs.reports.report_views import report_record
 from pedipacs.ris.order_views import patient_matches
-from pedipacs.security.audit import AuditEventId, AuditRecord, record, record_query
+from pedipacs.security.audit import (
+    AuditEventId,
+    AuditRecord,
+    audited_read,
+    record,
+    record_query,
+)
 
 MAX_RESULTS = 100
 
@@ -69,7 +75,7 @@ class PatientTimelineService:
             raise InvalidInput("type a patient ID or the start of a name")
         limit = max(1, min(limit, MAX_RESULTS))
 
-        def work(session: Session) -> list[PatientMatch]:
+        def read(session: Session) -> list[PatientMatch]:
             last_exam = (
                 select(func.max(Study.study_date))
                 .where(Study.patient_fk == Patient.id)
@@ -81,7 +87,7 @@ class PatientTimelineService:
                 .order_by(Patient.patient_name_search, Patient.id)
                 .limit(limit)
             ).all()
-            matches = [
+            return [
                 PatientMatch(
                     patient_line(patient),
                     patient.is_temporary,
@@ -90,19 +96,20 @@ class PatientTimelineService:
                 )
                 for patient, last in rows
             ]
+
+        def audit(session: Session, matches: list[PatientMatch]) -> None:
             record_query(
                 session, origin, (m.patient.patient_id for m in matches),
                 f"patient search {text!r}: {len(matches)} found",
             )  # fmt: skip
-            return matches
 
-        return self._database.transaction(work)
+        return audited_read(self._database, read, audit)
 
     def timeline(self, patient_id: str, origin: Origin, *, issuer: str = "") -> PatientTimeline:
         """The child's exams, newest first; audited (110110 read of the patient record)."""
         patient_id = patient_id.strip()
 
-        def work(session: Session) -> PatientTimeline:
+        def read(session: Session) -> PatientTimeline:
             patient = session.scalars(
                 select(Patient).where(
                     Patient.patient_id == patient_id,
@@ -127,13 +134,6 @@ class PatientTimelineService:
                 .where(PatientIdentifier.patient_fk == patient.id)
                 .order_by(PatientIdentifier.id)
             ).all()
-            record(
-                session,
-                AuditRecord(
-                    AuditEventId.PATIENT_RECORD, "R", origin, patient_id=patient.patient_id,
-                    detail=f"imaging timeline: {len(exams)} exam(s)",
-                ),
-            )  # fmt: skip
             return PatientTimeline(
                 patient=patient_line(patient),
                 other_identifiers=tuple(
@@ -146,7 +146,17 @@ class PatientTimelineService:
                 open_critical_results=open_critical,
             )
 
-        return self._database.transaction(work)
+        def audit(session: Session, timeline: PatientTimeline) -> None:
+            record(
+                session,
+                AuditRecord(
+                    AuditEventId.PATIENT_RECORD, "R", origin,
+                    patient_id=timeline.patient.patient_id,
+                    detail=f"imaging timeline: {len(timeline.exams)} exam(s)",
+                ),
+            )  # fmt: skip
+
+        return audited_read(self._database, read, audit)
 
 
 def _exams(session: Session, patient: Patient) -> list[TimelineExam]:

@@ -33,7 +33,7 @@ from pedipacs.model.reports import (
 from pedipacs.model.ris import Priority
 from pedipacs.reports.exams import image_modalities, patient_line
 from pedipacs.reports.reading import waiting_exams, waiting_since
-from pedipacs.security.audit import record_query
+from pedipacs.security.audit import audited_read, record_query
 
 DEFAULT_PERIOD = timedelta(days=30)
 LONGEST_PERIOD = timedelta(days=400)
@@ -137,14 +137,8 @@ class TurnaroundService:
                 f"the period must be positive and at most {LONGEST_PERIOD.days} days"
             )
 
-        def work(session: Session) -> TurnaroundReport:
+        def read(session: Session) -> TurnaroundReport:
             exams = self._exams(session, since, until)
-            overdue = self._overdue(session)
-            record_query(
-                session, origin, (exam.patient.patient_id for exam in overdue),
-                f"turnaround {since:%Y-%m-%d} to {until:%Y-%m-%d}: {len(exams)} exams, "
-                f"{len(overdue)} overdue",
-            )  # fmt: skip
             return TurnaroundReport(
                 since=since,
                 until=until,
@@ -152,10 +146,17 @@ class TurnaroundService:
                 by_modality=_grouped(exams, lambda e: e.modality),
                 by_priority=_grouped(exams, lambda e: e.priority.value),
                 by_shift=_grouped(exams, lambda e: e.shift.value),
-                overdue=overdue,
+                overdue=self._overdue(session),
             )
 
-        return self._database.transaction(work)
+        def audit(session: Session, report: TurnaroundReport) -> None:
+            record_query(
+                session, origin, (exam.patient.patient_id for exam in report.overdue),
+                f"turnaround {since:%Y-%m-%d} to {until:%Y-%m-%d}: {report.overall.count} exams, "
+                f"{len(report.overdue)} overdue",
+            )  # fmt: skip
+
+        return audited_read(self._database, read, audit)
 
     def _exams(self, session: Session, since: datetime, until: datetime) -> list[_Exam]:
         rows = session.execute(

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from pedipacs.db.base import aware_utc
 from pedipacs.db.engine import Database
 from pedipacs.db.tables import AuditChainHead, AuditEvent
+from pedipacs.errors import StorageUnavailable
 from pedipacs.model.origin import Origin
 
+T = TypeVar("T")
 AUDIT_EVENT: Table = AuditEvent.__table__  # type: ignore[assignment]
 _INSERT_AUDIT_EVENT = insert(AUDIT_EVENT)
 # The `previous_hash` of the first record.
@@ -133,6 +136,25 @@ def record_query(session: Session, origin: Origin, patient_ids: Iterable[str], d
             detail=detail,
         ),
     )
+
+
+def audited_read(
+    database: Database,
+    read: Callable[[Session], T],
+    audit: Callable[[Session, T], None],
+) -> T:
+    """Read in a read-only transaction, then put the look on the audit trail in a short write
+    transaction of its own. The result is returned only once its record is committed (no
+    unrecorded look at patient data), and the one SQLite writer is held for the record only,
+    not for the read (as the archive's C-FIND and QIDO-RS do)."""
+    with database.reading() as session:
+        result = read(session)
+    try:
+        with database.unit_of_work() as session:
+            audit(session, result)
+    except OperationalError as error:
+        raise StorageUnavailable(f"the audit trail cannot be written: {error.orig}") from error
+    return result
 
 
 def chain_hash(previous_hash: str, sequence: int, values: Mapping[str, Any]) -> str:

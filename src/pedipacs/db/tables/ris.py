@@ -50,6 +50,7 @@ class ImagingOrder(Base):
         Index("ix_imaging_order_patient_fk", "patient_fk"),
         Index("ix_imaging_order_placer_order_number", "placer_order_number"),
         Index("ix_imaging_order_status", "status"),
+        Index("ix_imaging_order_images_arrived_at", "images_arrived_at"),
     )
 
     id: Mapped[primary_id]

@@ -16,6 +16,7 @@ class Study(Base):
     __table_args__ = (
         Index("ix_study_study_instance_uid", "study_instance_uid", unique=True),
         Index("ix_study_patient_fk", "patient_fk"),
+        Index("ix_study_order_fk", "order_fk"),
         Index("ix_study_study_date", "study_date"),
         Index("ix_study_accession_number", "accession_number"),
         Index("ix_study_referring_physician_name_search", "referring_physician_name_search"),

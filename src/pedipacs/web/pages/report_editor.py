@@ -22,8 +22,9 @@ from pedipacs.errors import InvalidInput, NotFound, PedipacsError
 from pedipacs.http.auth import CurrentOrigin, CurrentPrincipal, requires
 from pedipacs.model.origin import Origin
 from pedipacs.model.reports import ReportRecord
-from pedipacs.reports.authoring import ReportDraft, ReportService, UnknownReportError
+from pedipacs.reports.authoring import ReportDraft, ReportService
 from pedipacs.reports.reading import ReadingWorklistService
+from pedipacs.reports.report_views import UnknownReportError
 from pedipacs.reports.template_store import ReportTemplateService
 from pedipacs.reports.templates import GENERAL, ReportTemplate
 from pedipacs.ris.orders import OrderService

@@ -2,6 +2,9 @@
 site report templates, the durable job table, and on each order its point of care (PV1-3)
 and when its first images arrived.
 
+Orders and studies get the indexes the reading worklist and turnaround times need (a study by its
+order, an order by its images' arrival).
+
 Issue 6: radiologists read from a worklist ordered by urgency, write and sign reports, flag
 critical results; released reports are sent on by background jobs (HL7 ORU^R01, the report as
 an Encapsulated PDF in the study) that survive a restart. Orders already matched to images get
@@ -51,6 +54,10 @@ def upgrade() -> None:
         .update()
         .values(images_arrived_at=first_study)
     )
+    # The reading worklist and turnaround times look studies up by their order, and orders by
+    # the arrival of their images.
+    op.create_index("ix_study_order_fk", "study", ["order_fk"])
+    op.create_index("ix_imaging_order_images_arrived_at", "imaging_order", ["images_arrived_at"])
     op.create_table(
         "job",
         _id(),
@@ -160,6 +167,8 @@ def downgrade() -> None:
     op.drop_index("ix_job_kind_state", "job")
     op.drop_index("ix_job_state_due_at", "job")
     op.drop_table("job")
+    op.drop_index("ix_imaging_order_images_arrived_at", "imaging_order")
+    op.drop_index("ix_study_order_fk", "study")
     with op.batch_alter_table("imaging_order") as batch:
         batch.drop_column("images_arrived_at")
         batch.drop_column("patient_location")
