@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from pedipacs.db.base import aware_utc, utc_now
@@ -99,10 +99,12 @@ def waiting_exams() -> Select[int]:
 
 
 def _series_of_order(condition: ColumnElement[bool]) -> ColumnElement[bool]:
-    return exists(
-        select(Series.id)
-        .join(Study, Study.id == Series.study_fk)
-        .where(Study.order_fk == ImagingOrder.id, condition)
+    """Orders with a series matching `condition`. Not correlated: the matching orders are found
+    once (a correlated EXISTS made SQLite walk every series of the modality for each order)."""
+    return ImagingOrder.id.in_(
+        select(Study.order_fk)
+        .join(Series, Series.study_fk == Study.id)
+        .where(Study.order_fk.is_not(None), condition)
     )
 
 
