@@ -40,7 +40,6 @@ from pedipacs.model.ris import OrderStatus
 from pedipacs.reports.claims import release_claim, take_claim
 from pedipacs.reports.distribution import DistributionTargets, ReportDocument, enqueue_release
 from pedipacs.reports.exams import (
-    modalities_of,
     order_by_accession,
     order_studies,
     patient_of,
@@ -55,7 +54,7 @@ from pedipacs.reports.report_views import (
     report_record,
 )
 from pedipacs.reports.template_store import ReportTemplateService
-from pedipacs.reports.templates import ReportTemplate
+from pedipacs.reports.templates import GENERAL, ReportTemplate
 from pedipacs.security.audit import (
     AuditEventId,
     AuditOutcome,
@@ -238,7 +237,7 @@ class ReportService:
             if report is None:
                 report = _new_report(session, order, template, text, user)
             else:
-                _check_revision(report, draft.revision, order.accession_number)
+                _check_revision(session, report, draft.revision, order.accession_number)
             if kind is not VersionKind.DRAFT:
                 missing = template.missing(text)
                 if missing:
@@ -246,7 +245,7 @@ class ReportService:
                         f"not signed: {', '.join(missing)} must be filled in first"
                     )
             take_claim(session, order, user, self._claim_duration)
-            _write_version(session, report, template, text, kind, user)
+            _write_version(session, report, text, kind, user)
             if kind is VersionKind.PRELIMINARY:
                 report.preliminary_at, report.preliminary_by = report.updated_at, user
             elif kind is VersionKind.FINAL:
@@ -289,10 +288,8 @@ class ReportService:
                     f"{report.template_key}; its template cannot change"
                 )
             return self._templates.get_in(session, report.template_key)
-        if draft.template_key:
-            return self._templates.get_in(session, draft.template_key)
-        modalities = modalities_of(order_studies(session, order.id))
-        return self._templates.suggested_in(session, modalities)
+        # No template chosen: the general one (a modality serves many exams, so it cannot choose).
+        return self._templates.get_in(session, draft.template_key or GENERAL)
 
     # -- distribution -------------------------------------------------------------------------
 
@@ -381,25 +378,22 @@ def _signed_message(order: ImagingOrder, report: Report) -> str:
     )
 
 
-def _check_revision(report: Report, revision: int | None, accession: str) -> None:
+def _check_revision(session: Session, report: Report, revision: int | None, accession: str) -> None:
     if ReportStatus(report.status).is_signed:
         raise ReportAlreadySignedError(
             f"the report of {accession} was signed by {report.signed_by}; a signed report is not "
             "changed: add an addendum"
         )
     if revision is None or revision != report.revision:
+        last_author = session.scalar(
+            select(ReportVersion.author).where(
+                ReportVersion.report_fk == report.id, ReportVersion.number == report.revision
+            )
+        )
         raise ReportChangedError(
             f"the report of {accession} changed since you opened it (now version "
-            f"{report.revision}, last saved by {_last_author(report)}); reload it and try again"
+            f"{report.revision}, last saved by {last_author}); reload it and try again"
         )
-
-
-def _last_author(report: Report) -> str:
-    return (
-        report.preliminary_by
-        if report.status == ReportStatus.PRELIMINARY and report.preliminary_by
-        else report.author
-    )
 
 
 def _new_report(
@@ -411,7 +405,6 @@ def _new_report(
         status=ReportStatus.DRAFT,
         template_key=template.key,
         sections=json.dumps(text, sort_keys=True),
-        is_critical=False,
         revision=0,
         author=user,
         created_at=now,
@@ -425,7 +418,6 @@ def _new_report(
 def _write_version(
     session: Session,
     report: Report,
-    template: ReportTemplate,
     text: dict[str, str],
     kind: VersionKind,
     user: str,
@@ -433,7 +425,6 @@ def _write_version(
     report.sections = json.dumps(text, sort_keys=True)
     report.revision += 1
     report.updated_at = utc_now()
-    report.author = report.author or user
     if kind is VersionKind.PRELIMINARY:
         report.status = ReportStatus.PRELIMINARY
     elif kind is VersionKind.FINAL:
@@ -448,13 +439,11 @@ def _write_version(
             created_at=report.updated_at,
         )
     )
-    del template  # the text was checked against it by the caller
 
 
 def _flag_critical(
     session: Session, report: Report, order: ImagingOrder, finding: str, user: str
 ) -> None:
-    report.is_critical = True
     session.add(
         CriticalResult(
             report_fk=report.id,

@@ -5,7 +5,7 @@ first, is what the radiology team follows up by telephone."""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from pedipacs.db.base import aware_utc, utc_now
@@ -95,13 +95,6 @@ class CriticalResultService:
             )  # fmt: skip
 
         return audited_read(self._database, read, audit)
-
-    def count_open(self) -> int:
-        with self._database.reading() as session:
-            return int(
-                session.scalar(select(func.count()).where(CriticalResult.acknowledged_at.is_(None)))
-                or 0
-            )
 
     def acknowledge(self, result_id: int, origin: Origin, note: str = "") -> CriticalResultRecord:
         """Record that the clinician received the critical result; audited."""

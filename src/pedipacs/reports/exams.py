@@ -71,10 +71,18 @@ def image_modalities(values: Iterable[str | None]) -> tuple[str, ...]:
 
 def procedure_description(session: Session, order_id: int) -> str | None:
     """What was ordered, in words: the requested procedures' descriptions, joined."""
-    rows = session.scalars(
+    return procedure_descriptions(session, [order_id]).get(order_id)
+
+
+def procedure_descriptions(session: Session, order_ids: Iterable[int]) -> dict[int, str]:
+    """`procedure_description` of several orders in one query (a worklist page)."""
+    words: dict[int, list[str]] = {}
+    for row in session.scalars(
         select(RequestedProcedure)
-        .where(RequestedProcedure.order_fk == order_id)
+        .where(RequestedProcedure.order_fk.in_(list(order_ids)))
         .order_by(RequestedProcedure.id)
-    ).all()
-    words = [row.description or row.code_meaning or "" for row in rows]
-    return "; ".join(w for w in words if w) or None
+    ):
+        word = row.description or row.code_meaning
+        if word:
+            words.setdefault(row.order_fk, []).append(word)
+    return {order_id: "; ".join(found) for order_id, found in words.items()}

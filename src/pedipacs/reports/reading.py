@@ -37,7 +37,7 @@ from pedipacs.reports.exams import (
     order_by_accession,
     patient_line,
     patient_of,
-    procedure_description,
+    procedure_descriptions,
 )
 from pedipacs.security.audit import audited_read, record_query
 
@@ -192,6 +192,7 @@ class ReadingWorklistService:
         ):
             if order_fk is not None and part:
                 body_parts[order_fk].add(part)
+        procedures = procedure_descriptions(session, ids)
         now = utc_now()
         claims = {
             claim.order_fk: claim
@@ -213,7 +214,7 @@ class ReadingWorklistService:
                     location=order.patient_location,
                     department=order.ordering_department,
                     reason=order.reason,
-                    procedure=procedure_description(session, order.id),
+                    procedure=procedures.get(order.id),
                     modalities=modalities_of(own),
                     body_parts=tuple(sorted(body_parts.get(order_id, ()))),
                     study_instance_uids=tuple(s.study_instance_uid for s in own),

@@ -4,7 +4,6 @@ a site added, kept in the `report_template` table and checked by the same rules.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +13,6 @@ from pedipacs.db.tables import ReportTemplateRow
 from pedipacs.errors import Conflict
 from pedipacs.model.origin import Origin
 from pedipacs.reports.templates import (
-    GENERAL,
     TEMPLATES,
     InvalidTemplateError,
     ReportTemplate,
@@ -62,12 +60,6 @@ class ReportTemplateService:
         if row is None:
             raise UnknownTemplateError(f"no report template {key!r}")
         return _from_row(row)
-
-    def suggested_in(self, session: Session, modalities: Iterable[str]) -> ReportTemplate:
-        """The general template: a specific one is the radiologist's choice, since one modality
-        serves many exams (a hip and an appendix are both ultrasound)."""
-        del session, modalities
-        return TEMPLATES[GENERAL]
 
     def add(self, template: ReportTemplate, origin: Origin) -> ReportTemplate:
         """Keep a site's template; refused when its key is taken or it breaks the rules."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -38,7 +37,6 @@ class Report(Base):
     status: Mapped[str] = mapped_column(String(16))  # draft, preliminary, final, amended
     template_key: Mapped[str] = mapped_column(String(64))
     sections: Mapped[str] = mapped_column(Text)  # JSON {section key: text}
-    is_critical: Mapped[bool] = mapped_column(Boolean, default=False)
     # The number of the newest version: a change names the version it was made on, so two
     # people editing at once cannot overwrite each other unseen.
     revision: Mapped[int] = mapped_column(Integer, default=1)

@@ -86,7 +86,6 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("template_key", sa.String(64), nullable=False),
         sa.Column("sections", sa.Text(), nullable=False),
-        sa.Column("is_critical", sa.Boolean(), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("author", sa.String(128), nullable=False),
         sa.Column("created_at", MOMENT, nullable=False),
